@@ -143,3 +143,13 @@ func qemuErrorText(stderr string) string {
 	}
 	return strings.Join(picked, "\n")
 }
+
+func fileSize(path string) (int64, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return 0, err
+	}
+	return st.Size(), nil
+}
+
+var osHostname = os.Hostname

@@ -16,6 +16,8 @@ import (
 
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
+
+	"github.com/mig2/mig2/driver"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -74,6 +76,7 @@ func main() {
 }
 
 func run(args []string) int {
+	driver.Version = version
 	g := &globalFlags{}
 	root := newRootCmd(g)
 	if name, ok := passthroughTarget(root, args); ok {

@@ -1,0 +1,78 @@
+package main
+
+import (
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"github.com/spf13/cobra"
+
+	"github.com/mig2/mig2/driver"
+)
+
+func newAgentCmd(g *globalFlags) *cobra.Command {
+	var (
+		listen, tlsDir, migHost string
+		authz, guests           []string
+		insecure, denyPostcopy  bool
+		allowSkip               bool
+		maxChannels             int
+		grace                   time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "agent --listen HOST:PORT --tls-dir DIR --guest NAME=QMP_SOCKET[,log=PATH]...",
+		Short: "Serve v2 migrations on the destination host",
+		Long: `Run the destination agent. Each --guest names a QEMU started with -incoming defer; the agent
+answers v2 handshakes for it, configures that QEMU from the agreed set, starts its incoming
+migration on a port it picks and reports the outcome, with QEMU's own error text, to the source.
+
+No flag here concerns a migration's parameters: they are negotiated. The only configuration is
+where to listen and the TLS identity (server-cert.pem, server-key.pem, ca-cert.pem in --tls-dir;
+the same directory QEMU's tls-creds-x509 uses). --authz restricts which client certificates
+(by subject DN, '*' as a wildcard) may migrate here.
+
+After a failed incoming migration the waiting QEMU can never receive that guest (QEMU accepts
+one incoming migration per process), so the agent shuts it down, as libvirt does; start a new
+one to retry. SIGTERM or Ctrl-C stop accepting, let migrations in flight finish for up to
+--shutdown-grace and cancel the rest cleanly.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			specs, err := parseGuestSpecs(guests)
+			if err != nil {
+				return err
+			}
+			if len(specs) == 0 {
+				return usageErrorf("give at least one --guest NAME=QMP_SOCKET")
+			}
+			cfg := driver.AgentConfig{
+				Listen: listen, TLSDir: tlsDir, Insecure: insecure, AllowedDNs: authz,
+				MigrationHost: migHost, MaxChannels: maxChannels, DenyPostcopy: denyPostcopy,
+				AllowSkipDeviceCheck: allowSkip, ShutdownGrace: grace, Log: logrus.StandardLogger(),
+			}
+			for _, s := range specs {
+				cfg.Guests = append(cfg.Guests, driver.AgentGuest{Name: s.Name, QMP: s.QMP, LogPath: s.LogPath})
+			}
+			a, err := driver.NewAgent(cfg)
+			if err != nil {
+				return err
+			}
+			tlsNote := "TLS (mutual x509) from " + tlsDir
+			if insecure {
+				tlsNote = "PLAINTEXT (--insecure): labs only"
+			}
+			logrus.Infof("mig2 agent listening on %s, %s, serving %d guest(s)", a.Addr(), tlsNote, len(cfg.Guests))
+			return a.Serve(cmd.Context())
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&listen, "listen", "0.0.0.0:16520", "address to listen on")
+	fl.StringVar(&tlsDir, "tls-dir", "/etc/pki/qemu", "x509 directory in QEMU's layout")
+	fl.StringSliceVar(&authz, "authz", nil, "client certificate DN allowed to migrate here (repeatable; default: any the CA signed)")
+	fl.StringArrayVar(&guests, "guest", nil, "NAME=QMP_SOCKET[,log=PATH] of a QEMU waiting with -incoming defer (repeatable)")
+	fl.BoolVar(&insecure, "insecure", false, "plaintext (labs only; sources must use --insecure too)")
+	fl.StringVar(&migHost, "migration-address", "", "address the destination QEMU listens on for the migration stream (default: the --listen host)")
+	fl.IntVar(&maxChannels, "max-channels", 0, "local limit on multifd channels (default: none)")
+	fl.BoolVar(&denyPostcopy, "deny-postcopy", false, "never agree to postcopy")
+	fl.BoolVar(&allowSkip, "allow-skip-device-check", false, "accept sources that skip the device-tree comparison (experts only)")
+	fl.DurationVar(&grace, "shutdown-grace", 2*time.Minute, "on shutdown, how long migrations in flight may take to finish before they are cancelled")
+	return cmd
+}

@@ -1,0 +1,527 @@
+package driver
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/mig2/mig2/qmp"
+	"github.com/mig2/mig2/v2proto"
+)
+
+// AgentGuest is a guest the agent can receive: a QEMU started with -incoming defer.
+type AgentGuest struct {
+	Name    string
+	QMP     string // its QMP socket
+	LogPath string // where that QEMU writes its stderr; found through /proc when empty
+}
+
+// AgentConfig configures the destination agent. Nothing in it concerns a migration's
+// parameters: those are negotiated (DESIGN promise 1).
+type AgentConfig struct {
+	Listen     string   // host:port for the control channel
+	TLSDir     string   // QEMU's x509 layout (server-cert.pem, server-key.pem, ca-cert.pem)
+	Insecure   bool     // plaintext, labs only: sources must be configured for it too
+	AllowedDNs []string // client certificate DNs allowed; empty = any certificate the CA signed
+	Guests     []AgentGuest
+	// MigrationHost is the address the destination QEMU listens on for the migration stream;
+	// default: the listening address, or the address the source reached the agent at.
+	MigrationHost        string
+	MaxChannels          int  // local limit on multifd channels; 0 = none
+	DenyPostcopy         bool // local policy
+	AllowSkipDeviceCheck bool // accept sources that skip the device-tree comparison
+	ShutdownGrace        time.Duration
+	Log                  logrus.FieldLogger
+}
+
+// Agent is the destination side: it serves v2 handshakes for its guests and supervises their
+// incoming migrations.
+type Agent struct {
+	cfg    AgentConfig
+	ln     *v2proto.Listener
+	guests map[string]AgentGuest
+	log    logrus.FieldLogger
+
+	mu   sync.Mutex
+	busy map[string]string // guest → migration id
+	wg   sync.WaitGroup
+}
+
+// NewAgent checks the configuration and starts listening.
+func NewAgent(cfg AgentConfig) (*Agent, error) {
+	if cfg.Log == nil {
+		cfg.Log = logrus.StandardLogger()
+	}
+	if cfg.ShutdownGrace <= 0 {
+		cfg.ShutdownGrace = 2 * time.Minute
+	}
+	if len(cfg.Guests) == 0 {
+		return nil, errors.New("driver: the agent serves no guest: give at least one NAME=QMP_SOCKET")
+	}
+	guests := map[string]AgentGuest{}
+	for _, g := range cfg.Guests {
+		if _, dup := guests[g.Name]; dup {
+			return nil, fmt.Errorf("driver: guest %q is named twice", g.Name)
+		}
+		guests[g.Name] = g
+	}
+	pcfg, err := protoConfig(cfg.TLSDir, cfg.Insecure, cfg.Log)
+	if err != nil {
+		return nil, err
+	}
+	pcfg.AllowedDNs = cfg.AllowedDNs
+	if cfg.AllowSkipDeviceCheck {
+		pcfg.Features = []v2proto.Feature{{Name: v2proto.FeatureDeviceTree}}
+	}
+	ln, err := v2proto.Listen(cfg.Listen, pcfg)
+	if err != nil {
+		return nil, err
+	}
+	return &Agent{cfg: cfg, ln: ln, guests: guests, log: cfg.Log, busy: map[string]string{}}, nil
+}
+
+// Addr is where the agent listens.
+func (a *Agent) Addr() net.Addr { return a.ln.Addr() }
+
+// Serve accepts migrations until ctx is cancelled, then shuts down gracefully: it stops
+// accepting, lets migrations in flight finish for up to ShutdownGrace, cancels the rest cleanly
+// (the source is told and resumes its guest), and returns when every session has ended.
+func (a *Agent) Serve(ctx context.Context) error {
+	runCtx, cancelRuns := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelRuns()
+	for {
+		d, err := a.ln.AcceptDestination(ctx, func(err error) {
+			a.log.WithError(err).Warn("driver: refused a connection")
+		})
+		if err != nil {
+			break
+		}
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			a.serve(runCtx, d)
+		}()
+	}
+	_ = a.ln.Close()
+	done := make(chan struct{})
+	go func() { a.wg.Wait(); close(done) }()
+	if n := a.inFlight(); n > 0 {
+		a.log.Infof("driver: shutting down: waiting up to %s for %d migration(s) in flight", a.cfg.ShutdownGrace, n)
+	}
+	select {
+	case <-done:
+	case <-time.After(a.cfg.ShutdownGrace):
+		a.log.Warn("driver: shutdown grace expired: cancelling the migrations in flight")
+		cancelRuns()
+		<-done
+	}
+	return nil
+}
+
+func (a *Agent) inFlight() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.busy)
+}
+
+func (a *Agent) claim(guest, id string) (string, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if other, ok := a.busy[guest]; ok {
+		return other, false
+	}
+	a.busy[guest] = id
+	return "", true
+}
+
+func (a *Agent) release(guest string) {
+	a.mu.Lock()
+	delete(a.busy, guest)
+	a.mu.Unlock()
+}
+
+func (a *Agent) guestNames() string {
+	names := make([]string, 0, len(a.guests))
+	for n := range a.guests {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return strings.Join(names, ", ")
+}
+
+// incoming is one incoming migration on the destination.
+type incoming struct {
+	a       *Agent
+	d       *v2proto.Destination
+	g       AgentGuest
+	mon     *qmp.Conn
+	log     logrus.FieldLogger
+	id      string
+	stderr  string // the QEMU's stderr file, "" when unknown
+	offset  int64  // its size when the migration began
+	applied *applied
+	started bool // migrate-incoming was called: this QEMU cannot take another migration
+}
+
+func (a *Agent) serve(ctx context.Context, d *v2proto.Destination) {
+	defer d.Close()
+	log := a.log.WithField("peer", d.Conn().PeerAddr())
+	hello, err := d.ReadHello(ctx)
+	if err != nil {
+		log.WithError(err).Warn("driver: no Hello")
+		return
+	}
+	log = log.WithFields(logrus.Fields{"migration_id": hello.MigrationID, "domain": hello.Guest})
+	g, ok := a.guests[hello.Guest]
+	if !ok {
+		_ = d.Abort(ctx, v2proto.AbortUnknownGuest, fmt.Sprintf("this agent has no guest %q (it serves: %s)", hello.Guest, a.guestNames()))
+		log.Warn("driver: refused: unknown guest")
+		return
+	}
+	if other, ok := a.claim(g.Name, hello.MigrationID); !ok {
+		_ = d.Abort(ctx, v2proto.AbortBusy, fmt.Sprintf("guest %q is already being migrated here (migration %s)", g.Name, other))
+		log.Warn("driver: refused: guest busy")
+		return
+	}
+	defer a.release(g.Name)
+	in := &incoming{a: a, d: d, g: g, log: log, id: hello.MigrationID}
+	err = in.run(ctx, hello)
+	switch {
+	case err == nil:
+		log.Info("driver: incoming migration finished: the guest runs here")
+	case v2proto.IsRefused(err) || v2proto.IsDeviceMismatch(err):
+		log.WithError(err).Warn("driver: incoming migration refused")
+	default:
+		log.WithError(err).Error("driver: incoming migration failed")
+	}
+}
+
+// run is one incoming migration from Hello to Result.
+func (in *incoming) run(ctx context.Context, hello *v2proto.Hello) error {
+	d := in.d
+	mon, err := qmp.Dial(ctx, in.g.QMP, qmp.WithLogger(in.log))
+	if err != nil {
+		msg := fmt.Sprintf("cannot reach the QMP socket of guest %q here: %v", in.g.Name, err)
+		_ = d.Abort(ctx, v2proto.AbortUnknownGuest, msg)
+		return errors.New("driver: " + msg)
+	}
+	in.mon = mon
+	defer mon.Close()
+	if err := in.checkWaiting(ctx); err != nil {
+		_ = d.Abort(ctx, v2proto.AbortUnknownGuest, err.Error())
+		return err
+	}
+	facts, err := qemuFacts(ctx, mon)
+	if err != nil {
+		_ = d.Abort(ctx, v2proto.AbortInternal, err.Error())
+		return err
+	}
+	tree, err := qmp.ReadDeviceTree(ctx, mon)
+	if err != nil {
+		_ = d.Abort(ctx, v2proto.AbortInternal, err.Error())
+		return err
+	}
+	offer := &v2proto.Offer{
+		Guest: in.g.Name, Host: facts, DeviceTree: convertTree(tree),
+		Limits: v2proto.Limits{MaxChannels: uint32(max(in.a.cfg.MaxChannels, 0)), DenyPostcopy: in.a.cfg.DenyPostcopy},
+	}
+	if err := d.SendOffer(ctx, offer); err != nil {
+		return err
+	}
+	agreed, err := d.ReadAgree(ctx)
+	if err != nil {
+		return err
+	}
+	in.log.WithField("stage", "agreed").Infof("driver: agreed %s", agreed)
+	in.findStderr()
+
+	plan, err := planV2(RoleDestination, settingsOf(agreed), TLSSetup{Dir: in.a.cfg.TLSDir, Peers: dnForms(d.Conn().PeerDN())}, facts.Capabilities, in.id)
+	if err != nil {
+		_ = d.Abort(ctx, v2proto.AbortApplyFailed, err.Error())
+		return err
+	}
+	if in.applied, err = applyPlan(ctx, mon, plan); err != nil {
+		_ = d.Abort(ctx, v2proto.AbortApplyFailed, "the destination could not apply the agreed set: "+err.Error())
+		return err
+	}
+	uri, err := in.listen(ctx)
+	if err != nil {
+		_ = d.Abort(ctx, v2proto.AbortApplyFailed, "the destination could not start its incoming migration: "+err.Error())
+		return in.cleanup(false, err)
+	}
+	if err := d.SendReady(ctx, uri); err != nil {
+		return in.cleanup(false, err)
+	}
+	if err := d.ReadStart(ctx); err != nil {
+		return in.cleanup(false, err)
+	}
+	in.log.WithField("stage", "run").Info("driver: incoming migration started")
+	return in.supervise(ctx)
+}
+
+// checkWaiting makes sure the guest's QEMU waits for an incoming migration and has none yet.
+func (in *incoming) checkWaiting(ctx context.Context) error {
+	st, err := qmp.QueryStatus(ctx, in.mon)
+	if err != nil {
+		return fmt.Errorf("driver: query-status of guest %q: %w", in.g.Name, err)
+	}
+	if st.Status != qmp.RunStateInMigrate {
+		return fmt.Errorf("driver: guest %q's QEMU here is %s, not waiting for an incoming migration (start it with -incoming defer)", in.g.Name, st.Status)
+	}
+	mi, err := qmp.QueryMigrate(ctx, in.mon)
+	if err != nil {
+		return fmt.Errorf("driver: query-migrate of guest %q: %w", in.g.Name, err)
+	}
+	if mi.Status != qmp.MigrationNone {
+		return fmt.Errorf("driver: guest %q's QEMU here already has an incoming migration (%s); start a fresh QEMU with -incoming defer", in.g.Name, mi.Status)
+	}
+	return nil
+}
+
+// findStderr locates the QEMU's stderr so its own words can be sent to the source.
+func (in *incoming) findStderr() {
+	path := in.g.LogPath
+	if path == "" {
+		pid, err := socketOwnerPID("/proc", in.g.QMP)
+		if err == nil {
+			path, err = stderrFile("/proc", pid)
+		}
+		if err != nil {
+			in.log.WithError(err).Debug("driver: the destination QEMU's stderr is not readable; its errors will be reported without its own words")
+			return
+		}
+	}
+	in.stderr = path
+	if off, err := fileSize(path); err == nil {
+		in.offset = off
+	}
+}
+
+// destError is the destination QEMU's own account of a failure: what it wrote to stderr during
+// this migration, else what query-migrate said.
+func (in *incoming) destError(fallback string) string {
+	if in.stderr != "" {
+		if tail, err := readTail(in.stderr, in.offset, 16<<10); err == nil && strings.TrimSpace(tail) != "" {
+			return qemuErrorText(tail)
+		}
+	}
+	return fallback
+}
+
+// listen starts the incoming migration on a port QEMU picks and returns the URI for the source.
+func (in *incoming) listen(ctx context.Context) (string, error) {
+	host := in.a.cfg.MigrationHost
+	if host == "" {
+		host = listenHost(in.a.cfg.Listen, in.a.ln.Addr())
+	}
+	in.started = true
+	if err := qmp.MigrateIncoming(ctx, in.mon, "tcp:"+net.JoinHostPort(host, "0")); err != nil {
+		return "", fmt.Errorf("driver: migrate-incoming: %w", err)
+	}
+	mi, err := qmp.QueryMigrate(ctx, in.mon)
+	if err != nil {
+		return "", fmt.Errorf("driver: query-migrate: %w", err)
+	}
+	port, err := incomingPort(mi)
+	if err != nil {
+		return "", err
+	}
+	return "tcp:" + net.JoinHostPort(host, port), nil
+}
+
+// listenHost picks the address the destination QEMU listens on: the agent's own listening host,
+// or, when the agent listens on every address, the host's name (as libvirt advertises it).
+func listenHost(listen string, actual net.Addr) string {
+	host, _, err := net.SplitHostPort(listen)
+	if err == nil && host != "" && !net.ParseIP(host).IsUnspecified() {
+		return host
+	}
+	if ta, ok := actual.(*net.TCPAddr); ok && !ta.IP.IsUnspecified() {
+		return ta.IP.String()
+	}
+	if h, err := osHostname(); err == nil {
+		return h
+	}
+	return "localhost"
+}
+
+// incomingPort reads the port QEMU listens on from query-migrate's socket-address.
+func incomingPort(mi qmp.MigrationInfo) (string, error) {
+	raw, ok := mi.Extra["socket-address"]
+	if !ok {
+		return "", errors.New("driver: query-migrate reports no socket-address for the incoming migration")
+	}
+	var addrs []struct {
+		Type string `json:"type"`
+		Host string `json:"host"`
+		Port string `json:"port"`
+	}
+	if err := json.Unmarshal(raw, &addrs); err != nil {
+		return "", fmt.Errorf("driver: socket-address: %w", err)
+	}
+	for _, a := range addrs {
+		if a.Type == "inet" && a.Port != "" {
+			return a.Port, nil
+		}
+	}
+	return "", fmt.Errorf("driver: socket-address %s has no inet port", raw)
+}
+
+// supervise follows the incoming migration to its end and sends the verdict.
+func (in *incoming) supervise(ctx context.Context) error {
+	d := in.d
+	// The reader goroutine is owned here and ends with the session.
+	fromSource := make(chan error, 1)
+	readerDone := make(chan struct{})
+	readCtx, stopRead := context.WithCancel(context.WithoutCancel(ctx))
+	go func() {
+		defer close(readerDone)
+		for {
+			if _, err := d.Recv(readCtx); err != nil {
+				fromSource <- err
+				return
+			}
+		}
+	}()
+	defer func() { stopRead(); d.Close(); <-readerDone }()
+
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	lastProgress := time.Now()
+	for {
+		select {
+		case <-ctx.Done(): // the agent is shutting down and the grace period is over
+			_ = d.Abort(context.WithoutCancel(ctx), v2proto.AbortCancelled, "the destination agent is shutting down")
+			return in.cleanup(false, fmt.Errorf("driver: cancelled by agent shutdown: %w", ctx.Err()))
+		case err := <-fromSource:
+			return in.cleanup(false, fmt.Errorf("driver: the source ended the migration: %w", err))
+		case <-in.mon.Done():
+			text := in.awaitDeathText("the destination QEMU exited")
+			_ = d.SendResult(context.WithoutCancel(ctx), &v2proto.Result{Outcome: v2proto.OutcomeFailed, Status: "exited", DestError: text, Details: "the destination QEMU exited during the incoming migration"})
+			return in.cleanup(false, fmt.Errorf("driver: the destination QEMU exited: %s", text))
+		case <-tick.C:
+		}
+		mi, err := qmp.QueryMigrate(ctx, in.mon)
+		if err != nil {
+			continue // a dying QEMU: mon.Done() fires next
+		}
+		if time.Since(lastProgress) > 5*time.Second {
+			lastProgress = time.Now()
+			p := progressOf(mi)
+			_ = d.SendProgress(ctx, &v2proto.Progress{Status: string(mi.Status), Transferred: p.Transferred, Remaining: p.Remaining, Total: p.Total})
+		}
+		switch mi.Status {
+		case qmp.MigrationFailed, qmp.MigrationCancelled:
+			text := in.destError(mi.ErrorDesc)
+			_ = d.SendResult(context.WithoutCancel(ctx), &v2proto.Result{Outcome: v2proto.OutcomeFailed, Status: string(mi.Status), DestError: text})
+			return in.cleanup(false, fmt.Errorf("driver: the incoming migration %s: %s", mi.Status, text))
+		case qmp.MigrationCompleted:
+			return in.finish(ctx, fromSource)
+		}
+	}
+}
+
+// awaitDeathText gives a dying QEMU a moment to finish writing its stderr, then reads it.
+func (in *incoming) awaitDeathText(fallback string) string {
+	time.Sleep(100 * time.Millisecond)
+	return in.destError(fallback)
+}
+
+// finish confirms that the guest runs here and sends Result running. The source announced
+// Switchover before it let its QEMU send the final state, so it has arrived by now or is about to.
+func (in *incoming) finish(ctx context.Context, fromSource <-chan error) error {
+	d := in.d
+	st, err := qmp.QueryStatus(ctx, in.mon)
+	if err == nil && !st.Running && (st.Status == qmp.RunStatePaused || st.Status == qmp.RunStatePrelaunch) {
+		// Started with -S: the guest ran on the source, so it runs here.
+		if err := qmp.Cont(ctx, in.mon); err == nil {
+			st, err = qmp.QueryStatus(ctx, in.mon)
+		}
+	}
+	if err != nil || !st.Running {
+		text := in.destError(fmt.Sprintf("the guest is %s after the migration completed", st.Status))
+		_ = d.SendResult(context.WithoutCancel(ctx), &v2proto.Result{Outcome: v2proto.OutcomeFailed, Status: string(st.Status), DestError: text})
+		return in.cleanup(false, fmt.Errorf("driver: the guest does not run after the migration: %s", text))
+	}
+	deadline := time.After(10 * time.Second)
+	for !d.SwitchoverReceived() {
+		select {
+		case err := <-fromSource:
+			return in.cleanup(true, fmt.Errorf("driver: the source ended the session before Switchover: %w", err))
+		case <-deadline:
+			return in.cleanup(true, errors.New("driver: the guest runs here but the source never announced Switchover"))
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if err := d.SendResult(context.WithoutCancel(ctx), &v2proto.Result{Outcome: v2proto.OutcomeRunning, Status: string(st.Status)}); err != nil {
+		in.log.WithError(err).Error("driver: the guest runs here but the verdict could not be sent; the source will resume its copy after its confirm timeout")
+	}
+	return in.cleanup(true, nil)
+}
+
+// cleanup undoes what the agent set on its QEMU. After a failure, a QEMU still waiting for
+// this incoming migration can never receive it (QEMU 7.2 accepts one migrate-incoming per
+// process), so it is shut down, as libvirt destroys a failed incoming domain. A QEMU that runs
+// the guest is never touched beyond removing mig2's objects.
+func (in *incoming) cleanup(guestRuns bool, cause error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	select {
+	case <-in.mon.Done():
+		return cause // the QEMU is gone; nothing to undo
+	default:
+	}
+	if !guestRuns && in.started {
+		if st, err := qmp.QueryStatus(ctx, in.mon); err == nil && st.Status == qmp.RunStateInMigrate {
+			in.log.Info("driver: shutting down the destination QEMU that waited for the failed incoming migration")
+			if err := qmp.Quit(ctx, in.mon); err != nil && !errors.Is(err, qmp.ErrClosed) {
+				in.log.WithError(err).Warn("driver: quit")
+			}
+			return cause
+		}
+	}
+	if err := in.applied.restore(ctx, in.mon); err != nil {
+		in.log.WithError(err).Warn("driver: restoring the destination QEMU's migration settings")
+	}
+	return cause
+}
+
+// dnForms lists a DN in the order Go prints it and reversed, so QEMU's tls-authz matches
+// whichever order its gnutls prints.
+func dnForms(dn string) []string {
+	if dn == "" {
+		return nil
+	}
+	parts := splitDN(dn)
+	slices.Reverse(parts)
+	rev := strings.Join(parts, ",")
+	if rev == dn {
+		return []string{dn}
+	}
+	return []string{dn, rev}
+}
+
+// splitDN splits a DN at the commas that are not escaped.
+func splitDN(dn string) []string {
+	var parts []string
+	start := 0
+	for i := 0; i < len(dn); i++ {
+		switch dn[i] {
+		case '\\':
+			i++
+		case ',':
+			parts = append(parts, dn[start:i])
+			start = i + 1
+		}
+	}
+	return append(parts, dn[start:])
+}

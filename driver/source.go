@@ -1,0 +1,556 @@
+package driver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/mig2/mig2/qmp"
+	"github.com/mig2/mig2/v2proto"
+)
+
+// Wants is what the user asks for; zero values mean "choose for me" (SPEC §6).
+type Wants struct {
+	Channels         int    // multifd channels, 0 = from both hosts' cores
+	Compression      string // "" or "auto", "none", "zlib", "zstd"
+	CompressionLevel int
+	Postcopy         bool
+	ZeroCopySend     bool
+	MaxBandwidth     int64         // bytes/s, 0 = unlimited
+	DowntimeLimit    time.Duration // 0 = 300 ms
+}
+
+// MigrateOptions configure one v2 migration from the source side.
+type MigrateOptions struct {
+	Dest            string // the agent's host:port
+	Wants           Wants
+	TLSDir          string // QEMU's x509 layout; used for the control channel and QEMU's stream
+	Insecure        bool   // plaintext on both channels: labs only, the agent must agree
+	ServerName      string // the name the agent's certificate must carry (default: Dest's host)
+	ProgressTimeout time.Duration
+	ConfirmTimeout  time.Duration // how long to wait for the destination's verdict after QEMU completes
+	KeepSource      bool          // leave the stale source paused instead of shutting it down
+	SkipDeviceCheck bool          // experts only: do not compare device trees (the agent must allow it)
+	CheckOnly       bool          // handshake and compatibility report, no migration
+	OnProgress      func(Progress)
+	Log             logrus.FieldLogger
+}
+
+func (o *MigrateOptions) defaults() {
+	if o.ProgressTimeout <= 0 {
+		o.ProgressTimeout = 60 * time.Second
+	}
+	if o.ConfirmTimeout <= 0 {
+		o.ConfirmTimeout = 60 * time.Second
+	}
+	if o.Log == nil {
+		o.Log = logrus.StandardLogger()
+	}
+}
+
+// protoConfig builds the control channel's configuration from the user's TLS choice.
+func protoConfig(tlsDir string, insecure bool, log logrus.FieldLogger) (*v2proto.Config, error) {
+	cfg := v2proto.DefaultConfig()
+	cfg.Logger = log
+	if insecure {
+		cfg.Insecure = true
+		return cfg, nil
+	}
+	creds, err := v2proto.LoadTLSDir(tlsDir)
+	if err != nil {
+		return nil, &ConnectError{What: "the TLS credentials", Err: err}
+	}
+	cfg.TLS = creds
+	return cfg, nil
+}
+
+func (w Wants) proto() v2proto.Wants {
+	return v2proto.Wants{
+		Channels:         uint32(max(w.Channels, 0)),
+		Compression:      w.Compression,
+		CompressionLevel: uint32(max(w.CompressionLevel, 0)),
+		Postcopy:         w.Postcopy,
+		PostcopyPreempt:  w.Postcopy,
+		ZeroCopySend:     w.ZeroCopySend,
+		MaxBandwidth:     uint64(max(w.MaxBandwidth, 0)),
+		DowntimeLimitMs:  uint64(w.DowntimeLimit.Milliseconds()),
+	}
+}
+
+// settingsOf is the agreement as one QEMU applies it.
+func settingsOf(a *v2proto.Agreement) Settings {
+	return Settings{
+		Channels:         int(a.Channels),
+		Compression:      a.Compression,
+		CompressionLevel: int(a.CompressionLevel),
+		Postcopy:         a.Postcopy,
+		PostcopyPreempt:  a.PostcopyPreempt,
+		ZeroCopySend:     a.ZeroCopySend,
+		MaxBandwidth:     int64(a.MaxBandwidth),
+		DowntimeLimit:    time.Duration(a.DowntimeLimitMs) * time.Millisecond,
+		TLS:              a.TLS,
+	}
+}
+
+func adjustmentsOf(a *v2proto.Agreement) []Adjustment {
+	var out []Adjustment
+	for _, adj := range a.Adjustments {
+		out = append(out, Adjustment{Param: adj.Param, Asked: adj.Asked, Agreed: adj.Agreed, Reason: string(adj.Reason), Detail: adj.Detail})
+	}
+	return out
+}
+
+// CheckReport is what `mig2 check` shows: the negotiated set and the device-tree comparison.
+type CheckReport struct {
+	Peer        string        `json:"peer"`
+	Guest       string        `json:"guest"`
+	Agreed      *Settings     `json:"agreed,omitempty"`
+	Adjustments []Adjustment  `json:"adjustments,omitempty"`
+	Diff        *v2proto.Diff `json:"diff"`
+	SourceQEMU  string        `json:"source_qemu"`
+	DestQEMU    string        `json:"destination_qemu"`
+	Compatible  bool          `json:"compatible"`
+}
+
+// source is one migration in progress on the source side.
+type source struct {
+	q       *QEMU
+	opts    MigrateOptions
+	id      string
+	log     logrus.FieldLogger
+	start   time.Time
+	sum     Summary
+	running bool // the guest was running when mig2 started
+}
+
+// Migrate runs a v2 migration of this guest to the agent at opts.Dest and returns when the
+// destination has confirmed that its guest runs, or with an error after making sure the source
+// guest runs (SPEC §4, DESIGN "Nothing is lost").
+func (q *QEMU) Migrate(ctx context.Context, opts MigrateOptions) (*Summary, error) {
+	opts.defaults()
+	s := &source{q: q, opts: opts, id: newMigrationID(), start: time.Now()}
+	s.log = opts.Log.WithFields(logrus.Fields{"migration_id": s.id, "domain": q.Name, "peer": opts.Dest})
+	s.sum = Summary{MigrationID: s.id, Guest: q.Name, Protocol: "v2", Peer: opts.Dest}
+	return s.run(ctx)
+}
+
+// Check runs the handshake up to the agreement and reports, without migrating.
+func (q *QEMU) Check(ctx context.Context, opts MigrateOptions) (*CheckReport, error) {
+	opts.defaults()
+	opts.CheckOnly = true
+	s := &source{q: q, opts: opts, id: newMigrationID(), start: time.Now()}
+	s.log = opts.Log.WithFields(logrus.Fields{"migration_id": s.id, "domain": q.Name, "peer": opts.Dest})
+	hello, err := s.hello(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sess, err := s.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer sess.Close()
+	if err := sess.SendHello(ctx, hello); err != nil {
+		return nil, err
+	}
+	offer, err := sess.ReadOffer(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rep := &CheckReport{Peer: opts.Dest, Guest: q.Name, SourceQEMU: hello.Host.QEMUVersion, DestQEMU: offer.Host.QEMUVersion,
+		Diff: v2proto.DiffTrees(&hello.DeviceTree, &offer.DeviceTree)}
+	agreed, negErr := v2proto.Negotiate(hello, offer)
+	if negErr == nil {
+		st := settingsOf(agreed)
+		rep.Agreed, rep.Adjustments, rep.Compatible = &st, adjustmentsOf(agreed), true
+	}
+	_ = sess.Abort(ctx, v2proto.AbortCancelled, "mig2 check: compatibility report only, no migration")
+	return rep, negErr
+}
+
+func (s *source) hello(ctx context.Context) (*v2proto.Hello, error) {
+	t0 := time.Now()
+	st, err := qmp.QueryStatus(ctx, s.q.mon)
+	if err != nil {
+		return nil, fmt.Errorf("driver: query-status: %w", err)
+	}
+	if st.Status == qmp.RunStatePostMigrate {
+		return nil, ErrStaleSource
+	}
+	if st.Status == qmp.RunStateInMigrate {
+		return nil, fmt.Errorf("driver: guest %s is waiting for an incoming migration; it has nothing to send", s.q.Name)
+	}
+	s.running = st.Running
+	facts, err := s.q.Facts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	tree, err := s.q.DeviceTree(ctx)
+	if err != nil {
+		return nil, err
+	}
+	comp, err := sampleCompressibility(ctx, s.q.mon, tree.RAMBytes)
+	if err != nil {
+		s.log.WithError(err).Debug("driver: compressibility not measured")
+	}
+	h := &v2proto.Hello{
+		MigrationID: s.id, Guest: s.q.Name, Wants: s.opts.Wants.proto(), Host: facts,
+		TLS: !s.opts.Insecure, DeviceTree: tree, Compressibility: comp,
+	}
+	if s.opts.SkipDeviceCheck {
+		h.Features = []v2proto.Feature{} // no device-tree feature: the trees are not compared
+		s.log.Warn("driver: --skip-device-check: the device trees will NOT be compared; a mismatch is found only when the destination loads device state")
+	}
+	s.sum.Preflight.Facts = time.Since(t0)
+	return h, nil
+}
+
+func (s *source) dial(ctx context.Context) (*v2proto.Source, error) {
+	cfg, err := protoConfig(s.opts.TLSDir, s.opts.Insecure, s.log)
+	if err != nil {
+		return nil, err
+	}
+	cfg.ServerName = s.opts.ServerName
+	dctx, cancel := context.WithTimeout(ctx, cfg.HandshakeTimeout)
+	defer cancel()
+	sess, err := v2proto.Dial(dctx, s.opts.Dest, cfg)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, &ConnectError{What: "the mig2 agent at " + s.opts.Dest, Err: err}
+	}
+	return sess, nil
+}
+
+// run is Migrate's body. Every error path below leaves the source guest running.
+func (s *source) run(ctx context.Context) (*Summary, error) {
+	hello, err := s.hello(ctx)
+	if err != nil {
+		return nil, err
+	}
+	t0 := time.Now()
+	sess, err := s.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer sess.Close()
+	agreed, err := sess.Handshake(ctx, hello)
+	if err != nil {
+		return nil, err // nothing has been touched yet
+	}
+	s.sum.Agreed, s.sum.Adjustments = settingsOf(agreed), adjustmentsOf(agreed)
+	s.log.WithField("stage", "agreed").Infof("driver: agreed %s", agreed)
+	ready, err := sess.ReadReady(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s.sum.Preflight.Handshake = time.Since(t0)
+
+	t1 := time.Now()
+	host := uriHost(ready.MigrationURI)
+	if s.opts.ServerName != "" {
+		host = s.opts.ServerName
+	}
+	plan, err := planV2(RoleSource, s.sum.Agreed, TLSSetup{Dir: s.opts.TLSDir, Hostname: host}, hello.Host.Capabilities, s.id)
+	if err != nil {
+		_ = sess.Abort(ctx, v2proto.AbortApplyFailed, err.Error())
+		return nil, s.failed("apply", err, "")
+	}
+	applied, err := applyPlan(ctx, s.q.mon, plan)
+	if err != nil {
+		_ = sess.Abort(context.WithoutCancel(ctx), v2proto.AbortApplyFailed, "the source could not apply the agreed set: "+err.Error())
+		return nil, s.failed("apply", err, "")
+	}
+	s.sum.Preflight.ApplySource = time.Since(t1)
+	if err := sess.SendStart(ctx); err != nil {
+		return nil, s.failed("start", errors.Join(err, applied.restore(context.WithoutCancel(ctx), s.q.mon)), "")
+	}
+	if err := qmp.Migrate(ctx, s.q.mon, ready.MigrationURI); err != nil {
+		_ = sess.Abort(context.WithoutCancel(ctx), v2proto.AbortSourceFailed, "the source QEMU refused migrate: "+err.Error())
+		return nil, s.failed("migrate", errors.Join(err, applied.restore(context.WithoutCancel(ctx), s.q.mon)), "")
+	}
+	s.log.WithField("stage", "run").Infof("driver: migrating to %s", ready.MigrationURI)
+	return s.follow(ctx, sess, applied)
+}
+
+// peerEvent is what the reader goroutine hands to the migration loop.
+type peerEvent struct {
+	result *v2proto.Result
+	err    error
+}
+
+// follow watches the QEMU migration and the destination together until the destination's
+// verdict, then finishes or rolls back.
+func (s *source) follow(ctx context.Context, sess *v2proto.Source, applied *applied) (*Summary, error) {
+	// The reader goroutine is owned here: it ends when the session ends (Result, Abort, Close),
+	// and follow waits for it before returning.
+	readCtx, stopRead := context.WithCancel(context.WithoutCancel(ctx))
+	events := make(chan peerEvent, 4)
+	readerDone := make(chan struct{})
+	go func() {
+		defer close(readerDone)
+		for {
+			m, err := sess.Recv(readCtx)
+			if err != nil {
+				events <- peerEvent{err: err}
+				return
+			}
+			if r, ok := m.(*v2proto.Result); ok {
+				events <- peerEvent{result: r}
+				return
+			}
+		}
+	}()
+	defer func() {
+		stopRead()
+		sess.Close()
+		<-readerDone
+	}()
+
+	// Errors from the destination end the watch; a Result during the run is a failure report.
+	peerErr := make(chan error, 1)
+	var early *peerEvent
+	forward := make(chan struct{})
+	go func() {
+		defer close(forward)
+		select {
+		case ev := <-events:
+			early = &ev
+			if ev.result != nil {
+				peerErr <- &destinationResultError{r: ev.result}
+			} else {
+				peerErr <- ev.err
+			}
+		case <-readCtx.Done():
+		}
+	}()
+
+	lastKeepalive := time.Now()
+	info, werr := watchSource(ctx, s.q.mon, watchConfig{
+		Poll:         200 * time.Millisecond,
+		StallTimeout: s.opts.ProgressTimeout,
+		OnProgress: func(p Progress) {
+			if s.opts.OnProgress != nil {
+				s.opts.OnProgress(p)
+			}
+			if time.Since(lastKeepalive) > 5*time.Second {
+				lastKeepalive = time.Now()
+				_ = sess.SendProgress(ctx, &v2proto.Progress{Status: string(p.Status), Transferred: p.Transferred, Remaining: p.Remaining, Total: p.Total})
+			}
+		},
+		OnPreSwitchover: func(ctx context.Context, p Progress) error {
+			return sess.SendSwitchover(ctx, string(qmp.MigrationPreSwitchover))
+		},
+		Peer: peerErr,
+	})
+	s.fillStats(info)
+
+	var dr *destinationResultError
+	if errors.As(werr, &dr) && dr.r.Outcome == v2proto.OutcomeRunning {
+		// The verdict overtook the poll that would have seen the source complete. The guest runs
+		// on the destination: never resume the source now, whatever its QEMU says.
+		if i, err := s.awaitCompleted(ctx); err == nil {
+			info = i
+		} else {
+			s.log.WithError(err).Warn("driver: the destination runs the guest but the source QEMU has not reported completed")
+		}
+		s.fillStats(info)
+		werr = nil
+	}
+	if werr == nil { // the source QEMU says completed: only the destination's verdict counts
+		return s.confirm(ctx, sess, events, forward, &early, applied)
+	}
+	// Failure, cancel or stall before the source QEMU completed: roll back.
+	return nil, s.rollback(ctx, sess, werr, events, forward, &early, applied)
+}
+
+// awaitCompleted waits briefly for the source QEMU to report completed.
+func (s *source) awaitCompleted(ctx context.Context) (qmp.MigrationInfo, error) {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		info, err := qmp.QueryMigrate(ctx, s.q.mon)
+		if err != nil || info.Status == qmp.MigrationCompleted {
+			return info, err
+		}
+		if info.Status.Terminal() || time.Now().After(deadline) {
+			return info, &QEMUMigrationError{Status: info.Status, Desc: "the destination reports running but the source QEMU did not complete: " + info.ErrorDesc}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// destinationResultError carries a Result that arrived while the source was still migrating.
+type destinationResultError struct{ r *v2proto.Result }
+
+func (e *destinationResultError) Error() string {
+	return fmt.Sprintf("the destination reports the migration %s (its QEMU: %s)", e.r.Outcome, e.r.Status)
+}
+
+// confirm waits for the destination's Result after the source QEMU completed.
+func (s *source) confirm(ctx context.Context, sess *v2proto.Source, events <-chan peerEvent, forward <-chan struct{}, early **peerEvent, applied *applied) (*Summary, error) {
+	cctx, cancel := context.WithTimeout(ctx, s.opts.ConfirmTimeout)
+	defer cancel()
+	var ev peerEvent
+	select {
+	case <-forward:
+		if *early == nil {
+			ev = peerEvent{err: errors.New("driver: the control connection ended without a verdict")}
+		} else {
+			ev = **early
+		}
+	case <-cctx.Done():
+		ev = peerEvent{err: fmt.Errorf("driver: no verdict from the destination within %s of the source completing: %w", s.opts.ConfirmTimeout, cctx.Err())}
+	}
+	if ev.result != nil && ev.result.Outcome == v2proto.OutcomeRunning {
+		s.sum.DestStatus = "running"
+		s.sum.Total = time.Since(s.start)
+		s.finishSource(ctx)
+		s.log.WithField("stage", "done").Info("driver: the destination confirms its guest runs")
+		return &s.sum, nil
+	}
+	// The source QEMU completed but the destination did not confirm: its guest is not running
+	// there, so the source guest (paused in postmigrate, all state intact) is resumed.
+	dest, err := "", ev.err
+	if ev.result != nil {
+		dest = ev.result.DestError
+		err = fmt.Errorf("driver: the destination reports the migration %s after the source completed", ev.result.Outcome)
+		if ev.result.Details != "" {
+			err = fmt.Errorf("%w: %s", err, ev.result.Details)
+		}
+	}
+	if ev.result == nil {
+		_ = sess.Abort(context.WithoutCancel(ctx), v2proto.AbortTimeout, "no verdict from the destination; resuming the source guest")
+	}
+	_ = applied.restore(context.WithoutCancel(ctx), s.q.mon)
+	return nil, s.failed("confirm", err, dest)
+}
+
+// rollback cancels the QEMU migration if it is still going, tells the destination, collects
+// its account of what happened and resumes the source guest.
+func (s *source) rollback(ctx context.Context, sess *v2proto.Source, cause error, events <-chan peerEvent, forward <-chan struct{}, early **peerEvent, applied *applied) error {
+	bg := context.WithoutCancel(ctx)
+	info, qerr := qmp.QueryMigrate(bg, s.q.mon)
+	if qerr == nil && !info.Status.Terminal() && info.Status != qmp.MigrationNone {
+		if _, err := cancelAndWait(bg, s.q.mon, 30*time.Second); err != nil {
+			s.log.WithError(err).Error("driver: cancelling the source migration")
+		}
+	}
+	// The destination's own words: from a Result or Abort it already sent, or, when the source
+	// QEMU failed on its own, from the report the destination sends once its QEMU fails too.
+	dest := ""
+	var fromPeer *v2proto.AbortError
+	var dr *destinationResultError
+	var se *StallError
+	switch {
+	case errors.As(cause, &dr):
+		dest = dr.r.DestError
+	case errors.As(cause, &fromPeer) && fromPeer.FromPeer:
+		dest = fromPeer.Message
+	case ctx.Err() != nil || errors.As(cause, &se):
+		code, msg := abortFor(ctx, cause)
+		_ = sess.Abort(bg, code, msg)
+	default:
+		select {
+		case <-forward:
+			if e := *early; e != nil && e.result != nil {
+				dest = e.result.DestError
+			} else if e != nil && errors.As(e.err, &fromPeer) && fromPeer.FromPeer {
+				dest = fromPeer.Message
+			}
+		case <-time.After(3 * time.Second):
+		}
+		code, msg := abortFor(ctx, cause)
+		_ = sess.Abort(bg, code, msg)
+	}
+	if err := applied.restore(bg, s.q.mon); err != nil {
+		s.log.WithError(err).Warn("driver: restoring the source QEMU's migration settings")
+	}
+	if ctx.Err() != nil {
+		cause = fmt.Errorf("driver: %w", ctx.Err())
+	}
+	return s.failed("migrate", cause, dest)
+}
+
+// abortFor picks the Abort code and message sent to the destination for a local failure.
+func abortFor(ctx context.Context, err error) (v2proto.AbortCode, string) {
+	var se *StallError
+	switch {
+	case ctx.Err() != nil:
+		return v2proto.AbortCancelled, "cancelled on the source"
+	case errors.As(err, &se):
+		return v2proto.AbortTimeout, se.Error()
+	default:
+		return v2proto.AbortSourceFailed, err.Error()
+	}
+}
+
+// failed builds the error for a migration that did not happen, after making sure the source
+// guest runs.
+func (s *source) failed(stage string, err error, destText string) error {
+	me := &MigrationError{Stage: stage, DestError: destText, Err: err}
+	if !s.running {
+		me.SourceRunning, me.SourceNote = true, "it was paused before the migration and stays paused"
+		return me
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resumed, rerr := ensureRunning(ctx, s.q.mon)
+	switch {
+	case rerr != nil:
+		me.SourceNote = rerr.Error()
+	case resumed:
+		me.SourceRunning, me.SourceNote = true, "resumed by mig2"
+	default:
+		me.SourceRunning = true
+	}
+	return me
+}
+
+// finishSource makes the stale source impossible to resume by accident after a confirmed
+// success: it is shut down, as libvirt does, unless the user asked to keep it paused.
+func (s *source) finishSource(ctx context.Context) {
+	if s.opts.KeepSource {
+		s.sum.SourceAfter = "kept paused (postmigrate); mig2 refuses to migrate or resume it"
+		return
+	}
+	if err := qmp.Quit(context.WithoutCancel(ctx), s.q.mon); err != nil && !errors.Is(err, qmp.ErrClosed) {
+		s.log.WithError(err).Warn("driver: shutting down the stale source QEMU")
+		s.sum.SourceAfter = "paused (postmigrate); shutting it down failed: " + err.Error()
+		return
+	}
+	s.sum.SourceAfter = "shut down"
+}
+
+func (s *source) fillStats(info qmp.MigrationInfo) {
+	ms := func(p *int64) time.Duration {
+		if p == nil {
+			return 0
+		}
+		return time.Duration(*p) * time.Millisecond
+	}
+	s.sum.Migration, s.sum.Downtime, s.sum.Setup = ms(info.TotalTime), ms(info.Downtime), ms(info.SetupTime)
+	if info.RAM != nil {
+		s.sum.Transferred = nonNeg(info.RAM.Transferred)
+		if s.sum.Migration > 0 {
+			s.sum.Throughput = float64(s.sum.Transferred) / s.sum.Migration.Seconds()
+		}
+	}
+}
+
+// uriHost is the host part of a QEMU migration URI such as tcp:192.0.2.7:49152.
+func uriHost(uri string) string {
+	rest, ok := strings.CutPrefix(uri, "tcp:")
+	if !ok {
+		return ""
+	}
+	host, _, err := net.SplitHostPort(rest)
+	if err != nil {
+		return ""
+	}
+	return host
+}

@@ -1,0 +1,41 @@
+package driver
+
+import "time"
+
+// Adjustment is one agreed value that differs from what the source asked for, with the reason
+// (v2proto SPEC §6.8, §6.9).
+type Adjustment struct {
+	Param  string `json:"param"`
+	Asked  string `json:"asked"`
+	Agreed string `json:"agreed"`
+	Reason string `json:"reason"`
+	Detail string `json:"detail,omitempty"`
+}
+
+// Preflight is the time from the command's start to the first RAM byte, split by what it was
+// spent on.
+type Preflight struct {
+	Facts       time.Duration `json:"facts_ns"`        // the source QEMU's facts and device tree
+	Handshake   time.Duration `json:"handshake_ns"`    // Dial through Ready: the v2 protocol and the destination's work
+	ApplySource time.Duration `json:"apply_source_ns"` // configuring the source QEMU
+}
+
+// Summary is what a finished migration reports.
+type Summary struct {
+	MigrationID string       `json:"migration_id"`
+	Guest       string       `json:"guest"`
+	Protocol    string       `json:"protocol"` // "v2" or "v1"
+	Peer        string       `json:"peer"`
+	Agreed      Settings     `json:"agreed"`
+	Adjustments []Adjustment `json:"adjustments,omitempty"`
+	Preflight   Preflight    `json:"preflight"`
+
+	Total       time.Duration `json:"total_ns"`       // command start to the destination's confirmation
+	Migration   time.Duration `json:"migration_ns"`   // QEMU's total-time
+	Downtime    time.Duration `json:"downtime_ns"`    // QEMU's downtime
+	Setup       time.Duration `json:"setup_ns"`       // QEMU's setup-time
+	Transferred uint64        `json:"transferred"`    // bytes
+	Throughput  float64       `json:"throughput_bps"` // bytes/s over the migration
+	DestStatus  string        `json:"dest_status"`    // the destination QEMU's run state at the end
+	SourceAfter string        `json:"source_after"`   // "shut down" or "paused"
+}

@@ -1,0 +1,224 @@
+package driver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/mig2/mig2/qmp"
+)
+
+// Progress is one sample of a running migration, from the source QEMU's query-migrate.
+type Progress struct {
+	Status           qmp.MigrationStatus `json:"status"`
+	Elapsed          time.Duration       `json:"elapsed_ns"`
+	Transferred      uint64              `json:"transferred"`
+	Remaining        uint64              `json:"remaining"`
+	Total            uint64              `json:"total"`
+	Throughput       float64             `json:"throughput_bps"` // bytes/s
+	DirtyRate        uint64              `json:"dirty_rate_bps"` // bytes/s
+	ExpectedDowntime time.Duration       `json:"expected_downtime_ns"`
+	Passes           int64               `json:"passes"`
+}
+
+// progressOf turns a query-migrate reply into a Progress sample.
+func progressOf(info qmp.MigrationInfo) Progress {
+	p := Progress{Status: info.Status}
+	if info.TotalTime != nil {
+		p.Elapsed = time.Duration(*info.TotalTime) * time.Millisecond
+	}
+	if info.ExpectedDowntime != nil {
+		p.ExpectedDowntime = time.Duration(*info.ExpectedDowntime) * time.Millisecond
+	}
+	if r := info.RAM; r != nil {
+		p.Transferred, p.Remaining, p.Total = nonNeg(r.Transferred), nonNeg(r.Remaining), nonNeg(r.Total)
+		p.Throughput = r.MBps * 1e6 / 8
+		pageSize := r.PageSize
+		if pageSize <= 0 {
+			pageSize = 4096
+		}
+		p.DirtyRate = nonNeg(r.DirtyPagesRate * pageSize)
+		p.Passes = r.DirtySyncCount
+	}
+	return p
+}
+
+func nonNeg(v int64) uint64 {
+	if v < 0 {
+		return 0
+	}
+	return uint64(v)
+}
+
+// stallDetector notices a migration that stopped moving: some mismatches make QEMU hang
+// forever with no error on either side (FACTS.md), so every wait has a progress timeout.
+type stallDetector struct {
+	limit    time.Duration
+	best     uint64
+	progress time.Time
+}
+
+func newStallDetector(limit time.Duration, now time.Time) *stallDetector {
+	return &stallDetector{limit: limit, progress: now}
+}
+
+// observe records a sample and reports whether the migration has made no progress for longer
+// than the limit. Any increase of the transferred bytes, or a change of status, is progress.
+func (s *stallDetector) observe(now time.Time, transferred uint64) bool {
+	if transferred > s.best {
+		s.best, s.progress = transferred, now
+		return false
+	}
+	return s.limit > 0 && now.Sub(s.progress) > s.limit
+}
+
+// StallError says a migration made no progress within its progress timeout.
+type StallError struct {
+	Status      qmp.MigrationStatus
+	Transferred uint64
+	For         time.Duration
+}
+
+func (e *StallError) Error() string {
+	return fmt.Sprintf("driver: migration made no progress for %s (status %s, %s sent): cancelled", e.For.Round(time.Second), e.Status, fmtBytes(e.Transferred))
+}
+
+// QEMUMigrationError is a migration the source QEMU reported failed, with its own words.
+type QEMUMigrationError struct {
+	Status qmp.MigrationStatus
+	Desc   string
+}
+
+func (e *QEMUMigrationError) Error() string {
+	if e.Desc == "" {
+		return fmt.Sprintf("driver: the source QEMU reports the migration %s (it gave no reason)", e.Status)
+	}
+	return fmt.Sprintf("driver: the source QEMU reports the migration %s: %s", e.Status, e.Desc)
+}
+
+// watchConfig is what watchSource needs besides the monitor.
+type watchConfig struct {
+	Poll            time.Duration                               // query-migrate period
+	StallTimeout    time.Duration                               // no progress for this long = stalled
+	OnProgress      func(Progress)                              // every sample; must not block
+	OnPreSwitchover func(ctx context.Context, p Progress) error // before the source lets go of its guest
+	Peer            <-chan error                                // errors from the destination end the watch
+}
+
+// watchSource follows the source QEMU's migration to a terminal state. With
+// pause-before-switchover on, it calls OnPreSwitchover and then lets QEMU continue. It returns
+// the last query-migrate reply; err is non-nil unless the source QEMU reports completed.
+// It never cancels the migration itself: the caller decides what to do on error.
+func watchSource(ctx context.Context, mon qmp.Monitor, cfg watchConfig) (qmp.MigrationInfo, error) {
+	sub := mon.Subscribe(64)
+	defer sub.Close()
+	tick := time.NewTicker(cfg.Poll)
+	defer tick.Stop()
+	stall := newStallDetector(cfg.StallTimeout, time.Now())
+	switched := false
+	var last qmp.MigrationInfo
+	for {
+		select {
+		case <-ctx.Done():
+			return last, ctx.Err()
+		case err := <-cfg.Peer:
+			return last, err
+		case <-sub.Events():
+		case <-tick.C:
+		}
+		info, err := qmp.QueryMigrate(ctx, mon)
+		if err != nil {
+			return last, fmt.Errorf("driver: query-migrate on the source: %w", err)
+		}
+		last = info
+		p := progressOf(info)
+		if cfg.OnProgress != nil {
+			cfg.OnProgress(p)
+		}
+		switch info.Status {
+		case qmp.MigrationCompleted:
+			return info, nil
+		case qmp.MigrationFailed:
+			return info, &QEMUMigrationError{Status: info.Status, Desc: info.ErrorDesc}
+		case qmp.MigrationCancelled:
+			return info, &QEMUMigrationError{Status: info.Status, Desc: "cancelled"}
+		case qmp.MigrationPreSwitchover:
+			if switched {
+				continue
+			}
+			switched = true
+			if cfg.OnPreSwitchover != nil {
+				if err := cfg.OnPreSwitchover(ctx, p); err != nil {
+					return info, err
+				}
+			}
+			if err := qmp.MigrateContinue(ctx, mon, qmp.MigrationPreSwitchover); err != nil {
+				return info, fmt.Errorf("driver: migrate-continue: %w", err)
+			}
+			continue
+		}
+		if stall.observe(time.Now(), p.Transferred) {
+			return info, &StallError{Status: info.Status, Transferred: p.Transferred, For: cfg.StallTimeout}
+		}
+	}
+}
+
+// cancelAndWait cancels the source QEMU's migration and waits until QEMU says it is over.
+func cancelAndWait(ctx context.Context, mon qmp.Monitor, limit time.Duration) (qmp.MigrationInfo, error) {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	if err := qmp.MigrateCancel(ctx, mon); err != nil {
+		return qmp.MigrationInfo{}, fmt.Errorf("driver: migrate_cancel: %w", err)
+	}
+	for {
+		info, err := qmp.QueryMigrate(ctx, mon)
+		if err != nil {
+			return info, fmt.Errorf("driver: query-migrate after cancel: %w", err)
+		}
+		switch info.Status {
+		case qmp.MigrationCancelled, qmp.MigrationFailed, qmp.MigrationCompleted, qmp.MigrationNone:
+			return info, nil
+		}
+		select {
+		case <-ctx.Done():
+			return info, fmt.Errorf("driver: the migration is still %s %s after migrate_cancel: %w", info.Status, limit, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// ensureRunning resumes a guest that a failed or cancelled migration left paused. It is the
+// last line of "nothing is lost": the source guest keeps running whatever happened.
+func ensureRunning(ctx context.Context, ex qmp.Executor) (resumed bool, err error) {
+	st, err := qmp.QueryStatus(ctx, ex)
+	if err != nil {
+		return false, fmt.Errorf("driver: query-status on the source: %w", err)
+	}
+	if st.Running {
+		return false, nil
+	}
+	switch st.Status {
+	case qmp.RunStatePaused, qmp.RunStatePostMigrate, qmp.RunStateFinishMigrate:
+		if err := qmp.Cont(ctx, ex); err != nil {
+			return false, fmt.Errorf("driver: resume the source guest (was %s): %w", st.Status, err)
+		}
+		return true, nil
+	}
+	return false, fmt.Errorf("driver: the source guest is %s, not running", st.Status)
+}
+
+var errNotRunning = errors.New("driver: guest not running")
+
+func fmtBytes(n uint64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := uint64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
