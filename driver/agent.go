@@ -405,9 +405,13 @@ func (in *incoming) supervise(ctx context.Context) error {
 		case err := <-fromSource:
 			return in.cleanup(false, fmt.Errorf("driver: the source ended the migration: %w", err))
 		case <-in.mon.Done():
-			text := in.awaitDeathText("the destination QEMU exited")
-			_ = d.SendResult(context.WithoutCancel(ctx), &v2proto.Result{Outcome: v2proto.OutcomeFailed, Status: "exited", DestError: text, Details: "the destination QEMU exited during the incoming migration"})
-			return in.cleanup(false, fmt.Errorf("driver: the destination QEMU exited: %s", text))
+			text := in.awaitDeathText("")
+			details := "the destination QEMU exited during the incoming migration"
+			if text == "" {
+				details += " without an error message (killed?)"
+			}
+			_ = d.SendResult(context.WithoutCancel(ctx), &v2proto.Result{Outcome: v2proto.OutcomeFailed, Status: "exited", DestError: text, Details: details})
+			return in.cleanup(false, fmt.Errorf("driver: %s: %s", details, text))
 		case <-tick.C:
 		}
 		mi, err := qmp.QueryMigrate(ctx, in.mon)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strings"
 	"time"
 
@@ -105,6 +106,9 @@ func adjustmentsOf(a *v2proto.Agreement) []Adjustment {
 	return out
 }
 
+// dialTimeout bounds TCP connect, TLS and the preambles on the source.
+const dialTimeout = 4 * time.Second
+
 // CheckReport is what `mig2 check` shows: the negotiated set and the device-tree comparison.
 type CheckReport struct {
 	Peer        string        `json:"peer"`
@@ -161,6 +165,7 @@ func (q *QEMU) Check(ctx context.Context, opts MigrateOptions) (*CheckReport, er
 	if err != nil {
 		return nil, err
 	}
+	hello = sess.Hello() // as sent: versions, features and nonce filled in
 	rep := &CheckReport{Peer: opts.Dest, Guest: q.Name, SourceQEMU: hello.Host.QEMUVersion, DestQEMU: offer.Host.QEMUVersion,
 		Diff: v2proto.DiffTrees(&hello.DeviceTree, &offer.DeviceTree)}
 	agreed, negErr := v2proto.Negotiate(hello, offer)
@@ -215,12 +220,18 @@ func (s *source) dial(ctx context.Context) (*v2proto.Source, error) {
 		return nil, err
 	}
 	cfg.ServerName = s.opts.ServerName
+	// A port where something that is not an agent listens must fail fast: shorter than
+	// SPEC §9.2's recommended 10 s, which an implementation may lower.
+	cfg.HandshakeTimeout = dialTimeout
 	dctx, cancel := context.WithTimeout(ctx, cfg.HandshakeTimeout)
 	defer cancel()
 	sess, err := v2proto.Dial(dctx, s.opts.Dest, cfg)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			err = fmt.Errorf("no mig2 agent answered within %s (is something else listening on that port?): %w", dialTimeout, err)
 		}
 		return nil, &ConnectError{What: "the mig2 agent at " + s.opts.Dest, Err: err}
 	}
@@ -369,6 +380,17 @@ func (s *source) follow(ctx context.Context, sess *v2proto.Source, applied *appl
 	return nil, s.rollback(ctx, sess, werr, events, forward, &early, applied)
 }
 
+// resultText is the destination's account of a failure: its QEMU's own words, else its details.
+func resultText(r *v2proto.Result) string {
+	switch {
+	case r.DestError != "" && r.Details != "":
+		return r.DestError + "\n(" + r.Details + ")"
+	case r.DestError != "":
+		return r.DestError
+	}
+	return r.Details
+}
+
 // awaitCompleted waits briefly for the source QEMU to report completed.
 func (s *source) awaitCompleted(ctx context.Context) (qmp.MigrationInfo, error) {
 	deadline := time.Now().Add(10 * time.Second)
@@ -417,7 +439,7 @@ func (s *source) confirm(ctx context.Context, sess *v2proto.Source, events <-cha
 	// there, so the source guest (paused in postmigrate, all state intact) is resumed.
 	dest, err := "", ev.err
 	if ev.result != nil {
-		dest = ev.result.DestError
+		dest = resultText(ev.result)
 		err = fmt.Errorf("driver: the destination reports the migration %s after the source completed", ev.result.Outcome)
 		if ev.result.Details != "" {
 			err = fmt.Errorf("%w: %s", err, ev.result.Details)
@@ -448,7 +470,7 @@ func (s *source) rollback(ctx context.Context, sess *v2proto.Source, cause error
 	var se *StallError
 	switch {
 	case errors.As(cause, &dr):
-		dest = dr.r.DestError
+		dest = resultText(dr.r)
 	case errors.As(cause, &fromPeer) && fromPeer.FromPeer:
 		dest = fromPeer.Message
 	case ctx.Err() != nil || errors.As(cause, &se):
@@ -458,7 +480,7 @@ func (s *source) rollback(ctx context.Context, sess *v2proto.Source, cause error
 		select {
 		case <-forward:
 			if e := *early; e != nil && e.result != nil {
-				dest = e.result.DestError
+				dest = resultText(e.result)
 			} else if e != nil && errors.As(e.err, &fromPeer) && fromPeer.FromPeer {
 				dest = fromPeer.Message
 			}

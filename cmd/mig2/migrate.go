@@ -117,6 +117,7 @@ Ctrl-C and --timeout cancel safely.
 			out := cmd.OutOrStdout()
 			rep := newReporter(out, f.jsonOut || !isTerminal(out))
 			opts.OnProgress = rep.progress
+			logrus.SetOutput(rep.logWriter(os.Stderr))
 			q, err := driver.OpenQEMU(ctx, args[0], f.qmp, opts.Log)
 			if err != nil {
 				return err
@@ -125,7 +126,9 @@ Ctrl-C and --timeout cancel safely.
 			rep.message("start", fmt.Sprintf("Migrating %q to %s (v2: negotiated, device trees compared, TLS %s)", args[0], opts.Dest, onOff(!opts.Insecure)))
 			sum, err := q.Migrate(ctx, opts)
 			if err != nil {
+				rep.mu.Lock()
 				rep.endLine()
+				rep.mu.Unlock()
 				return err
 			}
 			rep.summary(sum)

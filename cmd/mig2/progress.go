@@ -70,6 +70,22 @@ func (r *reporter) summary(s *driver.Summary) {
 	fmt.Fprint(r.w, summaryText(s))
 }
 
+// logWriter returns a writer for log records that first ends an open progress-bar line, so a
+// log line never runs into the bar.
+func (r *reporter) logWriter(w io.Writer) io.Writer { return &barBreaker{r: r, w: w} }
+
+type barBreaker struct {
+	r *reporter
+	w io.Writer
+}
+
+func (b *barBreaker) Write(p []byte) (int, error) {
+	b.r.mu.Lock()
+	defer b.r.mu.Unlock()
+	b.r.endLine()
+	return b.w.Write(p)
+}
+
 func (r *reporter) endLine() {
 	if r.drawn {
 		fmt.Fprintln(r.w)
