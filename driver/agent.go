@@ -41,6 +41,14 @@ type AgentConfig struct {
 	AllowSkipDeviceCheck bool // accept sources that skip the device-tree comparison
 	ShutdownGrace        time.Duration
 	Log                  logrus.FieldLogger
+	// Incoming serves guests that are not among Guests (libvirt domains); nil = none.
+	Incoming IncomingHandler
+}
+
+// IncomingHandler serves an incoming migration after Hello, with the guest claimed: Offer
+// through Result. driver/libvirt implements it for libvirt domains.
+type IncomingHandler interface {
+	HandleIncoming(ctx context.Context, d *v2proto.Destination, hello *v2proto.Hello, log logrus.FieldLogger) error
 }
 
 // Agent is the destination side: it serves v2 handshakes for its guests and supervises their
@@ -64,8 +72,8 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 	if cfg.ShutdownGrace <= 0 {
 		cfg.ShutdownGrace = 2 * time.Minute
 	}
-	if len(cfg.Guests) == 0 {
-		return nil, errors.New("driver: the agent serves no guest: give at least one NAME=QMP_SOCKET")
+	if len(cfg.Guests) == 0 && cfg.Incoming == nil {
+		return nil, errors.New("driver: the agent serves no guest: give at least one NAME=QMP_SOCKET, or a libvirt connection")
 	}
 	guests := map[string]AgentGuest{}
 	for _, g := range cfg.Guests {
@@ -74,7 +82,7 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 		}
 		guests[g.Name] = g
 	}
-	pcfg, err := protoConfig(cfg.TLSDir, cfg.Insecure, cfg.Log)
+	pcfg, err := ProtoConfig(cfg.TLSDir, cfg.Insecure, cfg.Log)
 	if err != nil {
 		return nil, err
 	}
@@ -182,19 +190,23 @@ func (a *Agent) serve(ctx context.Context, d *v2proto.Destination) {
 	}
 	log = log.WithFields(logrus.Fields{"migration_id": hello.MigrationID, "domain": hello.Guest})
 	g, ok := a.guests[hello.Guest]
-	if !ok {
+	if !ok && a.cfg.Incoming == nil {
 		_ = d.Abort(ctx, v2proto.AbortUnknownGuest, fmt.Sprintf("this agent has no guest %q (it serves: %s)", hello.Guest, a.guestNames()))
 		log.Warn("driver: refused: unknown guest")
 		return
 	}
-	if other, ok := a.claim(g.Name, hello.MigrationID); !ok {
-		_ = d.Abort(ctx, v2proto.AbortBusy, fmt.Sprintf("guest %q is already being migrated here (migration %s)", g.Name, other))
+	if other, ok := a.claim(hello.Guest, hello.MigrationID); !ok {
+		_ = d.Abort(ctx, v2proto.AbortBusy, fmt.Sprintf("guest %q is already being migrated here (migration %s)", hello.Guest, other))
 		log.Warn("driver: refused: guest busy")
 		return
 	}
-	defer a.release(g.Name)
-	in := &incoming{a: a, d: d, g: g, log: log, id: hello.MigrationID}
-	err = in.run(ctx, hello)
+	defer a.release(hello.Guest)
+	if ok {
+		in := &incoming{a: a, d: d, g: g, log: log, id: hello.MigrationID}
+		err = in.run(ctx, hello)
+	} else {
+		err = a.cfg.Incoming.HandleIncoming(ctx, d, hello, log)
+	}
 	switch {
 	case err == nil:
 		log.Info("driver: incoming migration finished: the guest runs here")
@@ -244,7 +256,7 @@ func (in *incoming) run(ctx context.Context, hello *v2proto.Hello) error {
 	in.log.WithField("stage", "agreed").Infof("driver: agreed %s", agreed)
 	in.findStderr()
 
-	plan, err := planV2(RoleDestination, settingsOf(agreed), TLSSetup{Dir: in.a.cfg.TLSDir, Peers: dnForms(d.Conn().PeerDN())}, facts.Capabilities, in.id)
+	plan, err := planV2(RoleDestination, SettingsOf(agreed), TLSSetup{Dir: in.a.cfg.TLSDir, Peers: dnForms(d.Conn().PeerDN())}, facts.Capabilities, in.id)
 	if err != nil {
 		_ = d.Abort(ctx, v2proto.AbortApplyFailed, err.Error())
 		return err

@@ -179,8 +179,8 @@ func jsonScalar(v json.RawMessage) string {
 	return string(v)
 }
 
-// newMigrationID returns a fresh random id for one migration attempt.
-func newMigrationID() string {
+// NewMigrationID returns a fresh random id for one migration attempt.
+func NewMigrationID() string {
 	var b [6]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return strconv.FormatInt(time.Now().UnixNano(), 36)

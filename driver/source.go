@@ -54,8 +54,8 @@ func (o *MigrateOptions) defaults() {
 	}
 }
 
-// protoConfig builds the control channel's configuration from the user's TLS choice.
-func protoConfig(tlsDir string, insecure bool, log logrus.FieldLogger) (*v2proto.Config, error) {
+// ProtoConfig builds the control channel's configuration from the user's TLS choice.
+func ProtoConfig(tlsDir string, insecure bool, log logrus.FieldLogger) (*v2proto.Config, error) {
 	cfg := v2proto.DefaultConfig()
 	cfg.Logger = log
 	if insecure {
@@ -83,8 +83,8 @@ func (w Wants) proto() v2proto.Wants {
 	}
 }
 
-// settingsOf is the agreement as one QEMU applies it.
-func settingsOf(a *v2proto.Agreement) Settings {
+// SettingsOf is the agreement as one QEMU applies it.
+func SettingsOf(a *v2proto.Agreement) Settings {
 	return Settings{
 		Channels:         int(a.Channels),
 		Compression:      a.Compression,
@@ -98,7 +98,7 @@ func settingsOf(a *v2proto.Agreement) Settings {
 	}
 }
 
-func adjustmentsOf(a *v2proto.Agreement) []Adjustment {
+func AdjustmentsOf(a *v2proto.Agreement) []Adjustment {
 	var out []Adjustment
 	for _, adj := range a.Adjustments {
 		out = append(out, Adjustment{Param: adj.Param, Asked: adj.Asked, Agreed: adj.Agreed, Reason: string(adj.Reason), Detail: adj.Detail})
@@ -137,7 +137,7 @@ type source struct {
 // guest runs (SPEC §4, DESIGN "Nothing is lost").
 func (q *QEMU) Migrate(ctx context.Context, opts MigrateOptions) (*Summary, error) {
 	opts.defaults()
-	s := &source{q: q, opts: opts, id: newMigrationID(), start: time.Now()}
+	s := &source{q: q, opts: opts, id: NewMigrationID(), start: time.Now()}
 	s.log = opts.Log.WithFields(logrus.Fields{"migration_id": s.id, "domain": q.Name, "peer": opts.Dest})
 	s.sum = Summary{MigrationID: s.id, Guest: q.Name, Protocol: "v2", Peer: opts.Dest}
 	return s.run(ctx)
@@ -147,7 +147,7 @@ func (q *QEMU) Migrate(ctx context.Context, opts MigrateOptions) (*Summary, erro
 func (q *QEMU) Check(ctx context.Context, opts MigrateOptions) (*CheckReport, error) {
 	opts.defaults()
 	opts.CheckOnly = true
-	s := &source{q: q, opts: opts, id: newMigrationID(), start: time.Now()}
+	s := &source{q: q, opts: opts, id: NewMigrationID(), start: time.Now()}
 	s.log = opts.Log.WithFields(logrus.Fields{"migration_id": s.id, "domain": q.Name, "peer": opts.Dest})
 	hello, err := s.hello(ctx)
 	if err != nil {
@@ -170,8 +170,8 @@ func (q *QEMU) Check(ctx context.Context, opts MigrateOptions) (*CheckReport, er
 		Diff: v2proto.DiffTrees(&hello.DeviceTree, &offer.DeviceTree)}
 	agreed, negErr := v2proto.Negotiate(hello, offer)
 	if negErr == nil {
-		st := settingsOf(agreed)
-		rep.Agreed, rep.Adjustments, rep.Compatible = &st, adjustmentsOf(agreed), true
+		st := SettingsOf(agreed)
+		rep.Agreed, rep.Adjustments, rep.Compatible = &st, AdjustmentsOf(agreed), true
 	}
 	_ = sess.Abort(ctx, v2proto.AbortCancelled, "mig2 check: compatibility report only, no migration")
 	return rep, negErr
@@ -215,7 +215,7 @@ func (s *source) hello(ctx context.Context) (*v2proto.Hello, error) {
 }
 
 func (s *source) dial(ctx context.Context) (*v2proto.Source, error) {
-	cfg, err := protoConfig(s.opts.TLSDir, s.opts.Insecure, s.log)
+	cfg, err := ProtoConfig(s.opts.TLSDir, s.opts.Insecure, s.log)
 	if err != nil {
 		return nil, err
 	}
@@ -254,7 +254,7 @@ func (s *source) run(ctx context.Context) (*Summary, error) {
 	if err != nil {
 		return nil, err // nothing has been touched yet
 	}
-	s.sum.Agreed, s.sum.Adjustments = settingsOf(agreed), adjustmentsOf(agreed)
+	s.sum.Agreed, s.sum.Adjustments = SettingsOf(agreed), AdjustmentsOf(agreed)
 	s.log.WithField("stage", "agreed").Infof("driver: agreed %s", agreed)
 	ready, err := sess.ReadReady(ctx)
 	if err != nil {

@@ -736,6 +736,9 @@ type Hello struct {
 	TLS             bool
 	DeviceTree      DeviceTree
 	Compressibility Compressibility
+	// GuestConfig is the guest's configuration as the destination should create it: the
+	// libvirt domain XML for libvirt guests, empty for plain QEMU (SPEC §4.1 field 11).
+	GuestConfig string
 }
 
 func (*Hello) Type() MsgType { return MsgHello }
@@ -755,6 +758,7 @@ func (m *Hello) marshal(b *builder) {
 		c = uint16(m.Compressibility.Percent)
 	}
 	b.putU16(10, c)
+	b.putString(11, m.GuestConfig)
 }
 
 func (m *Hello) unmarshal(body []byte) error {
@@ -800,6 +804,8 @@ func (m *Hello) unmarshal(body []byte) error {
 					err = decodeErrorf("Hello.compressibility: %d is not a percentage", c)
 				}
 			}
+		case 11:
+			m.GuestConfig, err = decString("Hello.guest_config", val)
 		default:
 			err = fs.unknown(tag)
 		}
@@ -807,7 +813,7 @@ func (m *Hello) unmarshal(body []byte) error {
 			return err
 		}
 	}
-	return s.require("Hello", 10)
+	return s.require("Hello", 11)
 }
 
 // MsgOffer is the destination's answer to Hello.

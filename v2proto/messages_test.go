@@ -273,6 +273,32 @@ func TestGoldenMessages(t *testing.T) {
 	}
 }
 
+// TestGoldenDeviceTree pins the canonical device-tree encoding (SPEC §8.1) and its digest.
+func TestGoldenDeviceTree(t *testing.T) {
+	tr := sampleTree(5)
+	enc, err := tr.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join("testdata", "devicetree", "tree5.bin")
+	if *update {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, enc, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run with -update to create it)", err)
+	}
+	if !bytes.Equal(enc, want) {
+		t.Error("canonical device-tree encoding changed; if deliberate, run with -update and update SPEC.md")
+	}
+}
+
 // TestWireExample checks one encoding byte by byte against SPEC §3.3/§3.4, so that the spec's
 // description and the code cannot drift apart.
 func TestWireExample(t *testing.T) {

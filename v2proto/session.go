@@ -177,9 +177,11 @@ func (s *session) send(ctx context.Context, stage Stage, m Message, hash bool) e
 	if ctx.Err() != nil {
 		return s.fail(stage, AbortCancelled, "cancelled while sending "+m.Type().String(), err)
 	}
-	s.end(err)
-	_ = s.c.Close()
-	return fmt.Errorf("v2proto: send %s at stage %s: %w", m.Type(), stage, err)
+	// The peer is probably gone. Keep the read side open: a Recv in progress may still read the
+	// Abort the peer sent before it closed, which says more than this write error.
+	e := fmt.Errorf("v2proto: send %s at stage %s: %w", m.Type(), stage, err)
+	s.end(e)
+	return e
 }
 
 // expect reads the next message and checks it against want (SPEC §9.1). An Abort from the

@@ -1,0 +1,342 @@
+package libvirt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	golibvirt "libvirt.org/go/libvirt"
+
+	"github.com/mig2/mig2/driver"
+	"github.com/mig2/mig2/v2proto"
+)
+
+// Source is a libvirt domain on the source host.
+type Source struct {
+	conn *golibvirt.Connect
+	dom  *golibvirt.Domain
+	Name string
+	log  logrus.FieldLogger
+}
+
+// Open connects to libvirt at uri and looks the domain up.
+func Open(ctx context.Context, uri, domain string, log logrus.FieldLogger) (*Source, error) {
+	if log == nil {
+		log = logrus.StandardLogger()
+	}
+	conn, err := golibvirt.NewConnect(uri)
+	if err != nil {
+		return nil, &driver.ConnectError{What: "libvirt at " + uriOrDefault(uri), Err: err}
+	}
+	dom, err := conn.LookupDomainByName(domain)
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("libvirt: domain %q: %w", domain, err)
+	}
+	return &Source{conn: conn, dom: dom, Name: domain, log: log.WithField("domain", domain)}, nil
+}
+
+func uriOrDefault(uri string) string {
+	if uri == "" {
+		return "the default URI"
+	}
+	return uri
+}
+
+// Close releases the libvirt connection.
+func (s *Source) Close() error {
+	s.dom.Free()
+	_, err := s.conn.Close()
+	return err
+}
+
+// MigrateOptions configure one v2 migration of a libvirt domain. Flags carry the virsh options
+// that keep their libvirt meaning (--live, --persistent, --undefinesource, --suspend …); mig2
+// adds peer-to-peer, parallel, TLS and postcopy from the agreement.
+type MigrateOptions struct {
+	DestURI        string // the destination libvirt, e.g. qemu+tls://hostb/system
+	Agent          string // the destination agent's host:port; default DestURI's host, port 16520
+	Wants          driver.Wants
+	TLSDir         string
+	Insecure       bool
+	ServerName     string
+	Flags          golibvirt.DomainMigrateFlags
+	DestXML        string // --xml: the domain XML the destination should create
+	MigrateURI     string
+	ListenAddress  string
+	DestName       string
+	CheckOnly      bool
+	ConfirmTimeout time.Duration
+	OnProgress     func(driver.Progress)
+	Log            logrus.FieldLogger
+}
+
+// AgentAddress derives the agent's address from a libvirt URI's host.
+func AgentAddress(destURI string) (string, error) {
+	u, err := url.Parse(destURI)
+	if err != nil || u.Hostname() == "" {
+		return "", fmt.Errorf("libvirt: destination URI %q names no host: give the agent's address with --agent HOST:PORT", destURI)
+	}
+	return net.JoinHostPort(u.Hostname(), "16520"), nil
+}
+
+// Migrate runs the v2 handshake with the destination's agent and then a peer-to-peer,
+// parallel MigrateToURI3 with the agreed parameters. It returns when libvirt has finished the
+// migration and the agent confirmed the domain runs there.
+func (s *Source) Migrate(ctx context.Context, o MigrateOptions) (*driver.Summary, error) {
+	start := time.Now()
+	if o.ConfirmTimeout <= 0 {
+		o.ConfirmTimeout = 60 * time.Second
+	}
+	if o.Log == nil {
+		o.Log = s.log
+	}
+	id := driver.NewMigrationID()
+	log := o.Log.WithFields(logrus.Fields{"migration_id": id, "domain": s.Name, "peer": o.Agent})
+	sum := &driver.Summary{MigrationID: id, Guest: s.Name, Protocol: "v2", Peer: o.DestURI}
+
+	hello, err := s.hello(id, o)
+	if err != nil {
+		return nil, err
+	}
+	sum.Preflight.Facts = time.Since(start)
+	t0 := time.Now()
+	cfg, err := driver.ProtoConfig(o.TLSDir, o.Insecure, log)
+	if err != nil {
+		return nil, err
+	}
+	cfg.ServerName = o.ServerName
+	cfg.HandshakeTimeout = 4 * time.Second
+	sess, err := v2proto.Dial(ctx, o.Agent, cfg)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, &driver.ConnectError{What: "the mig2 agent at " + o.Agent, Err: err}
+	}
+	defer sess.Close()
+	agreed, err := sess.Handshake(ctx, hello)
+	if err != nil {
+		return nil, err
+	}
+	sum.Agreed, sum.Adjustments = driver.SettingsOf(agreed), driver.AdjustmentsOf(agreed)
+	log.WithField("stage", "agreed").Infof("libvirt: agreed %s", agreed)
+	if _, err := sess.ReadReady(ctx); err != nil {
+		return nil, err
+	}
+	sum.Preflight.Handshake = time.Since(t0)
+
+	if sum.Agreed.MaxBandwidth > 0 {
+		// The binding's Bandwidth parameter would cap postcopy too (FACTS.md).
+		if err := s.dom.MigrateSetMaxSpeed(uint64(sum.Agreed.MaxBandwidth>>20), 0); err != nil {
+			_ = sess.Abort(ctx, v2proto.AbortSourceFailed, "setting the bandwidth: "+err.Error())
+			return nil, s.failed("apply", err, "")
+		}
+	}
+	params, flags := migrateParams(sum.Agreed, o)
+	if err := sess.SendStart(ctx); err != nil {
+		return nil, s.failed("start", err, "")
+	}
+	log.WithField("stage", "run").Infof("libvirt: MigrateToURI3 %s (parallel connections %d)", o.DestURI, sum.Agreed.Channels)
+
+	// libvirt's job runs in its own goroutine, owned here; cancel aborts the job.
+	done := make(chan error, 1)
+	go func() { done <- s.dom.MigrateToURI3(o.DestURI, params, flags) }()
+	migErr := s.follow(ctx, done, o.OnProgress)
+	if st, err := s.dom.GetJobStats(golibvirt.DOMAIN_JOB_STATS_COMPLETED); err == nil {
+		fillStats(sum, st)
+	}
+	if migErr != nil {
+		code := v2proto.AbortSourceFailed
+		if ctx.Err() != nil {
+			code = v2proto.AbortCancelled
+			migErr = fmt.Errorf("libvirt: %w (%v)", ctx.Err(), migErr)
+		}
+		dest := s.destReport(sess, code, migErr)
+		return nil, s.failed("migrate", migErr, dest)
+	}
+	// libvirt finished: the destination resumed the domain (peer-to-peer Finish). The agent
+	// confirms with its own eyes.
+	if err := sess.SendSwitchover(ctx, "completed"); err != nil {
+		log.WithError(err).Warn("libvirt: Switchover")
+	}
+	res, err := waitResult(ctx, sess, o.ConfirmTimeout)
+	if err != nil || res.Outcome != v2proto.OutcomeRunning {
+		text := ""
+		if res != nil {
+			text = res.DestError + " " + res.Details
+		}
+		return nil, &driver.MigrationError{Stage: "confirm", SourceRunning: false,
+			SourceNote: "libvirt reported success but the agent did not confirm the domain runs on the destination", DestError: text, Err: errors.Join(err, errors.New("no confirmation"))}
+	}
+	sum.DestStatus, sum.SourceAfter = "running", "stopped by libvirt"
+	sum.Total = time.Since(start)
+	return sum, nil
+}
+
+// migrateParams maps the agreement and the user's options onto libvirt's typed parameters.
+func migrateParams(a driver.Settings, o MigrateOptions) (*golibvirt.DomainMigrateParameters, golibvirt.DomainMigrateFlags) {
+	p := &golibvirt.DomainMigrateParameters{
+		ParallelConnectionsSet: true, ParallelConnections: a.Channels,
+	}
+	flags := o.Flags | golibvirt.MIGRATE_PEER2PEER | golibvirt.MIGRATE_PARALLEL
+	if a.Compression != "" && a.Compression != "none" {
+		p.CompressionSet, p.Compression = true, a.Compression
+	}
+	if a.TLS {
+		flags |= golibvirt.MIGRATE_TLS
+	}
+	if a.Postcopy {
+		flags |= golibvirt.MIGRATE_POSTCOPY
+	}
+	if o.DestXML != "" {
+		p.DestXMLSet, p.DestXML = true, o.DestXML
+	}
+	if o.MigrateURI != "" {
+		p.URISet, p.URI = true, o.MigrateURI
+	}
+	if o.ListenAddress != "" {
+		p.ListenAddressSet, p.ListenAddress = true, o.ListenAddress
+	}
+	if o.DestName != "" {
+		p.DestNameSet, p.DestName = true, o.DestName
+	}
+	return p, flags
+}
+
+func (s *Source) hello(id string, o MigrateOptions) (*v2proto.Hello, error) {
+	xml, err := s.dom.GetXMLDesc(golibvirt.DOMAIN_XML_MIGRATABLE)
+	if err != nil {
+		return nil, fmt.Errorf("libvirt: domain XML: %w", err)
+	}
+	tree, _, err := TreeFromXML([]byte(xml))
+	if err != nil {
+		return nil, err
+	}
+	facts, err := hostFacts(s.conn)
+	if err != nil {
+		return nil, err
+	}
+	destXML := o.DestXML
+	if destXML == "" {
+		destXML = xml
+	}
+	return &v2proto.Hello{
+		MigrationID: id, Guest: s.Name, Wants: wantsOf(o.Wants), Host: facts, TLS: !o.Insecure,
+		DeviceTree: tree, GuestConfig: destXML,
+	}, nil
+}
+
+func wantsOf(w driver.Wants) v2proto.Wants {
+	return v2proto.Wants{
+		Channels: uint32(max(w.Channels, 0)), Compression: w.Compression,
+		Postcopy: w.Postcopy, PostcopyPreempt: w.Postcopy,
+		MaxBandwidth: uint64(max(w.MaxBandwidth, 0)), DowntimeLimitMs: uint64(w.DowntimeLimit.Milliseconds()),
+	}
+}
+
+// follow polls libvirt's job statistics until MigrateToURI3 returns; a cancelled ctx aborts
+// the job (libvirt then resumes the source domain itself).
+func (s *Source) follow(ctx context.Context, done <-chan error, onProgress func(driver.Progress)) error {
+	tick := time.NewTicker(300 * time.Millisecond)
+	defer tick.Stop()
+	aborted := false
+	for {
+		select {
+		case err := <-done:
+			return err
+		case <-ctx.Done():
+			if !aborted {
+				aborted = true
+				if err := s.dom.AbortJob(); err != nil {
+					s.log.WithError(err).Warn("libvirt: AbortJob")
+				}
+			}
+		case <-tick.C:
+			if onProgress == nil {
+				continue
+			}
+			if st, err := s.dom.GetJobStats(0); err == nil && st.DataTotalSet {
+				onProgress(progressOf(st))
+			}
+		}
+	}
+}
+
+func progressOf(st *golibvirt.DomainJobInfo) driver.Progress {
+	p := driver.Progress{Status: "active", Transferred: st.DataProcessed, Remaining: st.DataRemaining, Total: st.DataTotal}
+	if st.TimeElapsedSet {
+		p.Elapsed = time.Duration(st.TimeElapsed) * time.Millisecond
+	}
+	if st.MemBpsSet {
+		p.Throughput = float64(st.MemBps)
+	}
+	if st.MemDirtyRateSet {
+		p.DirtyRate = st.MemDirtyRate * 4096
+	}
+	if st.DowntimeSet {
+		p.ExpectedDowntime = time.Duration(st.Downtime) * time.Millisecond
+	}
+	return p
+}
+
+func fillStats(sum *driver.Summary, st *golibvirt.DomainJobInfo) {
+	sum.Migration = time.Duration(st.TimeElapsed) * time.Millisecond
+	sum.Downtime = time.Duration(st.Downtime) * time.Millisecond
+	sum.Setup = time.Duration(st.SetupTime) * time.Millisecond
+	sum.Transferred = st.DataProcessed
+	if sum.Migration > 0 {
+		sum.Throughput = float64(sum.Transferred) / sum.Migration.Seconds()
+	}
+}
+
+// destReport tells the agent the migration failed here and collects its account.
+func (s *Source) destReport(sess *v2proto.Source, code v2proto.AbortCode, cause error) string {
+	res, err := waitResult(context.Background(), sess, 3*time.Second)
+	if err == nil && res != nil {
+		return res.DestError
+	}
+	_ = sess.Abort(context.Background(), code, cause.Error())
+	return ""
+}
+
+// waitResult waits for the agent's Result, skipping Progress.
+func waitResult(ctx context.Context, sess *v2proto.Source, limit time.Duration) (*v2proto.Result, error) {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	for {
+		m, err := sess.Recv(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if r, ok := m.(*v2proto.Result); ok {
+			return r, nil
+		}
+	}
+}
+
+// failed builds the error for a migration that did not happen; libvirt keeps (or resumes) the
+// source domain itself when a migration fails, and mig2 checks.
+func (s *Source) failed(stage string, err error, dest string) error {
+	me := &driver.MigrationError{Stage: stage, DestError: dest, Err: err}
+	state, _, serr := s.dom.GetState()
+	switch {
+	case serr != nil:
+		me.SourceNote = serr.Error()
+	case state == golibvirt.DOMAIN_RUNNING:
+		me.SourceRunning = true
+	case state == golibvirt.DOMAIN_PAUSED:
+		if rerr := s.dom.Resume(); rerr == nil {
+			me.SourceRunning, me.SourceNote = true, "resumed by mig2"
+		} else {
+			me.SourceNote = "paused; resume failed: " + rerr.Error()
+		}
+	default:
+		me.SourceNote = fmt.Sprintf("domain state %d", state)
+	}
+	return me
+}
