@@ -590,7 +590,7 @@ func (a *Agreement) String() string {
 	if a.MaxBandwidth != 0 {
 		bw = fmt.Sprintf("%d B/s", a.MaxBandwidth)
 	}
-	return fmt.Sprintf("v%d channels=%d compression=%s level=%d postcopy=%t preempt=%t zero-copy=%t bandwidth=%s downtime=%dms tls=%t features=%v",
+	return fmt.Sprintf("protocol-version=%d channels=%d compression=%s level=%d postcopy=%t preempt=%t zero-copy=%t bandwidth=%s downtime=%dms tls=%t features=%v",
 		a.Version, a.Channels, a.Compression, a.CompressionLevel, a.Postcopy, a.PostcopyPreempt, a.ZeroCopySend, bw, a.DowntimeLimitMs, a.TLS, a.Features)
 }
 
