@@ -19,7 +19,7 @@ func ExampleNegotiateParams() {
 		fmt.Println(adj)
 	}
 	// Output:
-	// v0 channels=4 compression=zstd level=0 postcopy=false preempt=false zero-copy=false bandwidth=unlimited downtime=300ms tls=true features=[]
+	// protocol-version=0 channels=4 compression=zstd level=0 postcopy=false preempt=false zero-copy=false bandwidth=unlimited downtime=300ms tls=true features=[]
 	// multifd-channels: asked 16, agreed 4 (destination-cores): destination allows at most 8; destination host has 4 cores
 	// multifd-compression: asked auto, agreed zstd (auto): 85% of memory compresses well (threshold 30%) and both QEMUs support zstd
 	// postcopy-ram: asked true, agreed false (multifd-postcopy): v2 always uses multifd and multifd cannot be combined with postcopy before QEMU 10.1 (source QEMU 7.2.0: cannot, destination QEMU 7.2.0: cannot)
