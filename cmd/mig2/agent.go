@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mig2/mig2/driver"
+	lvdriver "github.com/mig2/mig2/driver/libvirt"
 )
 
 func newAgentCmd(g *globalFlags) *cobra.Command {
@@ -17,6 +18,8 @@ func newAgentCmd(g *globalFlags) *cobra.Command {
 		allowSkip               bool
 		maxChannels             int
 		grace                   time.Duration
+		libvirtURI, hookSocket  string
+		hookPolicy              string
 	)
 	cmd := &cobra.Command{
 		Use:   "agent --listen HOST:PORT --tls-dir DIR --guest NAME=QMP_SOCKET[,log=PATH]...",
@@ -40,8 +43,12 @@ one to retry. SIGTERM or Ctrl-C stop accepting, let migrations in flight finish 
 			if err != nil {
 				return err
 			}
-			if len(specs) == 0 {
-				return usageErrorf("give at least one --guest NAME=QMP_SOCKET")
+			if len(specs) == 0 && libvirtURI == "" {
+				return usageErrorf("give at least one --guest NAME=QMP_SOCKET, or --libvirt URI")
+			}
+			policy, err := lvdriver.ParsePolicy(hookPolicy)
+			if err != nil {
+				return usageErrorf("--hook-policy: %v", err)
 			}
 			cfg := driver.AgentConfig{
 				Listen: listen, TLSDir: tlsDir, Insecure: insecure, AllowedDNs: authz,
@@ -51,16 +58,37 @@ one to retry. SIGTERM or Ctrl-C stop accepting, let migrations in flight finish 
 			for _, s := range specs {
 				cfg.Guests = append(cfg.Guests, driver.AgentGuest{Name: s.Name, QMP: s.QMP, LogPath: s.LogPath})
 			}
+			ctx := cmd.Context()
+			var lv *lvdriver.Incoming
+			if libvirtURI != "" {
+				if lv, err = lvdriver.NewIncoming(lvdriver.IncomingConfig{URI: libvirtURI, MaxChannels: maxChannels, DenyPostcopy: denyPostcopy}); err != nil {
+					return err
+				}
+				defer lv.Close()
+				cfg.Incoming = lv
+			}
 			a, err := driver.NewAgent(cfg)
 			if err != nil {
 				return err
+			}
+			var hookDone chan error
+			if lv != nil {
+				hookDone = make(chan error, 1)
+				go func() { hookDone <- lv.ServeHookSocket(ctx, hookSocket, policy, logrus.StandardLogger()) }()
+				logrus.Infof("mig2 agent: libvirt guests through %s; hook socket %s (policy %s)", libvirtURI, hookSocket, policy)
 			}
 			tlsNote := "TLS (mutual x509) from " + tlsDir
 			if insecure {
 				tlsNote = "PLAINTEXT (--insecure): labs only"
 			}
 			logrus.Infof("mig2 agent listening on %s, %s, serving %d guest(s)", a.Addr(), tlsNote, len(cfg.Guests))
-			return a.Serve(cmd.Context())
+			err = a.Serve(ctx)
+			if hookDone != nil {
+				if herr := <-hookDone; herr != nil && err == nil {
+					err = herr
+				}
+			}
+			return err
 		},
 	}
 	fl := cmd.Flags()
@@ -73,6 +101,9 @@ one to retry. SIGTERM or Ctrl-C stop accepting, let migrations in flight finish 
 	fl.IntVar(&maxChannels, "max-channels", 0, "local limit on multifd channels (default: none)")
 	fl.BoolVar(&denyPostcopy, "deny-postcopy", false, "never agree to postcopy")
 	fl.BoolVar(&allowSkip, "allow-skip-device-check", false, "accept sources that skip the device-tree comparison (experts only)")
+	fl.StringVar(&libvirtURI, "libvirt", "", "also receive libvirt domains through this local libvirt (e.g. qemu:///system)")
+	fl.StringVar(&hookSocket, "hook-socket", "/run/mig2/agent.sock", "unix socket where the libvirt qemu hook asks the agent (with --libvirt)")
+	fl.StringVar(&hookPolicy, "hook-policy", "require-v2", "what the hook does with a libvirt migration that skipped the handshake: require-v2 (refuse) or warn")
 	fl.DurationVar(&grace, "shutdown-grace", 2*time.Minute, "on shutdown, how long migrations in flight may take to finish before they are cancelled")
 	return cmd
 }
