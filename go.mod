@@ -8,6 +8,7 @@ require (
 	github.com/spf13/cobra v1.10.2
 	golang.org/x/term v0.48.0
 	libvirt.org/go/libvirt v1.12007.0
+	libvirt.org/go/libvirtxml v1.12008.0
 )
 
 require (

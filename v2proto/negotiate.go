@@ -380,13 +380,22 @@ func canOrNot(ok bool) string {
 	return "cannot"
 }
 
-// EqualAgreements compares two agreements by their canonical encodings and, when they differ,
-// names the first differing field for the error message.
+// EqualAgreements compares two agreements as SPEC §4.3 says: every field, and each adjustment's
+// param, asked, agreed and reason, in order; an adjustment's detail is free text for people and
+// is not compared (two implementations may word it differently). When they differ it says how.
 func EqualAgreements(a, b *Agreement) (bool, string) {
-	ea, eb := &builder{}, &builder{}
-	a.marshal(ea)
-	b.marshal(eb)
-	if string(ea.bytes()) == string(eb.bytes()) {
+	strip := func(x *Agreement) []byte {
+		c := *x
+		c.Adjustments = make([]Adjustment, len(x.Adjustments))
+		for i, adj := range x.Adjustments {
+			adj.Detail = ""
+			c.Adjustments[i] = adj
+		}
+		bl := &builder{}
+		c.marshal(bl)
+		return bl.bytes()
+	}
+	if string(strip(a)) == string(strip(b)) {
 		return true, ""
 	}
 	if a.String() != b.String() {

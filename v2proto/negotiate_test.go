@@ -428,3 +428,27 @@ func TestAdjustmentOrder(t *testing.T) {
 		t.Fatalf("order %v", got)
 	}
 }
+
+// TestEqualAgreementsIgnoresDetail: the free-text detail does not enter the comparison
+// (SPEC §4.3), everything else does.
+func TestEqualAgreementsIgnoresDetail(t *testing.T) {
+	src, dst := host72("s", 4), host72("d", 4)
+	a := NegotiateParams(Wants{}, Compressibility{}, false, &src, &dst, Limits{})
+	b := NegotiateParams(Wants{}, Compressibility{}, false, &src, &dst, Limits{})
+	b.Adjustments[0].Detail = "worded differently by another implementation"
+	if ok, diff := EqualAgreements(a, b); !ok {
+		t.Fatalf("detail compared: %s", diff)
+	}
+	b.Adjustments[0].Reason = ReasonDestinationLimit
+	if ok, _ := EqualAgreements(a, b); ok {
+		t.Fatal("reason not compared")
+	}
+	c := NegotiateParams(Wants{}, Compressibility{}, false, &src, &dst, Limits{})
+	c.Channels++
+	if ok, diff := EqualAgreements(a, c); ok || !strings.Contains(diff, "channels=") {
+		t.Fatalf("channels not compared: %s", diff)
+	}
+	if a.Adjustments[0].Detail == "worded differently by another implementation" {
+		t.Fatal("EqualAgreements modified its argument")
+	}
+}
