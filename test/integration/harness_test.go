@@ -198,7 +198,7 @@ func startAgentWrapped(t *testing.T, dir string, wrapper []string, args ...strin
 	if err != nil {
 		t.Fatal(err)
 	}
-	argv := append(append(append([]string{}, wrapper...), mig2Bin, "agent", "--log-level", "debug", "--listen", addr), args...)
+	argv := append(append(append([]string{}, wrapper...), mig2Bin, "agent", "--listen", addr), args...)
 	a.cmd = exec.Command(argv[0], argv[1:]...)
 	a.cmd.Stdout, a.cmd.Stderr = logf, logf
 	a.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
