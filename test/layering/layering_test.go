@@ -56,8 +56,9 @@ func listPackages(t *testing.T) []pkg {
 // under reports whether import path p is the package named by prefix (a mig2 folder, or an
 // outside module path ending in "/") or inside it.
 func under(p, prefix string) bool {
-	if strings.Contains(prefix, ".") { // an outside module
-		return strings.HasPrefix(p, prefix) || p == strings.TrimSuffix(prefix, "/")
+	if strings.Contains(prefix, ".") { // an outside module: whole path elements only
+		prefix = strings.TrimSuffix(prefix, "/")
+		return p == prefix || strings.HasPrefix(p, prefix+"/")
 	}
 	full := module + "/" + prefix
 	return p == full || strings.HasPrefix(p, full+"/")
@@ -105,6 +106,9 @@ func TestRulesCatchViolations(t *testing.T) {
 		if len(got) != 1 {
 			t.Errorf("rule %s ↛ %s: a violating package gave %d reports, want 1", r.From, f, len(got))
 		}
+	}
+	if got := violations([]pkg{{ImportPath: module + "/hooks", Deps: []string{"libvirt.org/go/libvirtxml"}}}); len(got) != 0 {
+		t.Errorf("libvirtxml is not the libvirt binding: %v", got)
 	}
 	if got := violations([]pkg{{ImportPath: module + "/driver", Deps: []string{module + "/qmp", module + "/v2proto"}}}); len(got) != 0 {
 		t.Errorf("allowed edges reported: %v", got)
