@@ -7,7 +7,7 @@ FUZZTIME  ?= 60s
 INTEGRATION_TIMEOUT ?= 40m
 export CGO_ENABLED := 1
 
-.PHONY: all build deps test test-unit test-integration lint demo fuzz bench clean
+.PHONY: all build deps test test-unit test-integration test-libvirt lint demo fuzz bench clean
 
 all: build
 
@@ -36,6 +36,12 @@ test-unit: deps
 test-integration: deps guest build
 	MIG2_BIN=$(CURDIR)/$(BIN) $(GO) test -tags integration -count=1 -p 1 -timeout $(INTEGRATION_TIMEOUT) -v ./... 2>&1 | \
 	  ./scripts/testsummary.sh
+
+## test-libvirt: the libvirt suite: two libvirt hosts in namespaces (the lab), mig2's libvirt
+## path, the qemu hook. Part of test-integration.
+test-libvirt: deps guest build
+	MIG2_BIN=$(CURDIR)/$(BIN) $(GO) test -tags integration -count=1 -p 1 -timeout $(INTEGRATION_TIMEOUT) -v \
+	  -run 'Libvirt|Lab|Hook' ./test/integration/... ./hooks/... 2>&1 | ./scripts/testsummary.sh
 
 ## demo: a real guest migrated with mig2 (v2, TLS) between two local QEMUs.
 demo: deps guest build

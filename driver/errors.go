@@ -20,14 +20,15 @@ const (
 	ClassGuestUnknown              // the source guest's state could not be confirmed
 )
 
-// ConnectError says mig2 could not reach something it needs.
+// ConnectError says mig2 could not reach, or authenticate with, something it needs. What
+// completes "cannot …", e.g. "reach the mig2 agent at dst:16520".
 type ConnectError struct {
 	What string
 	Err  error
 }
 
 func (e *ConnectError) Error() string {
-	return fmt.Sprintf("driver: cannot reach %s: %v", e.What, e.Err)
+	return fmt.Sprintf("driver: cannot %s: %v", e.What, e.Err)
 }
 func (e *ConnectError) Unwrap() error { return e.Err }
 

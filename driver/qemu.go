@@ -39,7 +39,7 @@ func OpenQEMU(ctx context.Context, name, socket string, log logrus.FieldLogger) 
 	log = log.WithField("domain", name)
 	mon, err := qmp.Dial(ctx, socket, qmp.WithLogger(log))
 	if err != nil {
-		return nil, &ConnectError{What: "the QMP socket of guest " + name, Err: err}
+		return nil, &ConnectError{What: "reach the QMP socket of guest " + name, Err: err}
 	}
 	return &QEMU{Name: name, Socket: socket, mon: mon, log: log}, nil
 }

@@ -28,15 +28,15 @@ func (r Role) String() string {
 // Settings is an agreed v2 set as it applies to one QEMU (v2proto.SPEC §6 decides it; driver
 // only carries it out).
 type Settings struct {
-	Channels         int    // multifd channels, ≥ 1: v2 is always multifd
-	Compression      string // multifd-compression: none, zlib, zstd
-	CompressionLevel int    // 0 = QEMU's default level
-	Postcopy         bool
-	PostcopyPreempt  bool
-	ZeroCopySend     bool          // source only
-	MaxBandwidth     int64         // bytes/s on the source; 0 = unlimited
-	DowntimeLimit    time.Duration // source only; 0 = QEMU's default
-	TLS              bool          // TLS on QEMU's migration stream
+	Channels         int           `json:"channels"`          // multifd channels, ≥ 1: v2 is always multifd
+	Compression      string        `json:"compression"`       // multifd-compression: none, zlib, zstd
+	CompressionLevel int           `json:"compression_level"` // 0 = QEMU's default level
+	Postcopy         bool          `json:"postcopy"`
+	PostcopyPreempt  bool          `json:"postcopy_preempt"`
+	ZeroCopySend     bool          `json:"zero_copy_send"`    // source only
+	MaxBandwidth     int64         `json:"max_bandwidth"`     // bytes/s on the source; 0 = unlimited
+	DowntimeLimit    time.Duration `json:"downtime_limit_ns"` // source only; 0 = QEMU's default
+	TLS              bool          `json:"tls"`               // TLS on QEMU's migration stream
 }
 
 // TLSSetup says where QEMU finds its x509 files and whom it talks to.

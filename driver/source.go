@@ -64,7 +64,7 @@ func ProtoConfig(tlsDir string, insecure bool, log logrus.FieldLogger) (*v2proto
 	}
 	creds, err := v2proto.LoadTLSDir(tlsDir)
 	if err != nil {
-		return nil, &ConnectError{What: "the TLS credentials", Err: err}
+		return nil, &ConnectError{What: "load the TLS credentials", Err: err}
 	}
 	cfg.TLS = creds
 	return cfg, nil
@@ -233,7 +233,7 @@ func (s *source) dial(ctx context.Context) (*v2proto.Source, error) {
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			err = fmt.Errorf("no mig2 agent answered within %s (is something else listening on that port?): %w", dialTimeout, err)
 		}
-		return nil, &ConnectError{What: "the mig2 agent at " + s.opts.Dest, Err: err}
+		return nil, &ConnectError{What: "reach the mig2 agent at " + s.opts.Dest, Err: err}
 	}
 	return sess, nil
 }

@@ -290,11 +290,11 @@ type ConnError struct {
 
 func (e *ConnError) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "v2proto: %s %s: ", e.Op, e.Peer)
+	fmt.Fprintf(&b, "v2proto: %s %s", e.Op, e.Peer)
 	if e.Detail != "" {
-		b.WriteString(e.Detail)
+		b.WriteString(": " + e.Detail)
 	} else if e.Reason != nil {
-		b.WriteString(e.Reason.Error())
+		b.WriteString(": " + e.Reason.Error())
 	}
 	if e.Err != nil && !strings.Contains(b.String(), e.Err.Error()) {
 		b.WriteString(": ")

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -8,7 +9,27 @@ import (
 
 	"github.com/mig2/mig2/driver"
 	lvdriver "github.com/mig2/mig2/driver/libvirt"
+	"github.com/mig2/mig2/hooks"
 )
+
+// hookHandler answers the libvirt qemu hook: migrate-begin is checked against what this agent
+// negotiated; everything else passes.
+func hookHandler(lv *lvdriver.Incoming, policy lvdriver.Policy) hooks.Handler {
+	return func(ctx context.Context, req hooks.Request) hooks.Response {
+		if req.Op != hooks.ReqMigrateBegin {
+			return hooks.Response{Allow: true}
+		}
+		allow, reason := lv.Decide(req.Domain, []byte(req.XML), policy)
+		log := logrus.WithFields(logrus.Fields{"domain": req.Domain, "stage": "hook migrate-begin"})
+		switch {
+		case !allow:
+			log.Warn("refused an incoming migration: " + reason)
+		case reason != "":
+			log.Warn("let an un-negotiated migration through (--hook-policy warn): " + reason)
+		}
+		return hooks.Response{Allow: allow, Reason: reason}
+	}
+}
 
 func newAgentCmd(g *globalFlags) *cobra.Command {
 	var (
@@ -73,8 +94,13 @@ one to retry. SIGTERM or Ctrl-C stop accepting, let migrations in flight finish 
 			}
 			var hookDone chan error
 			if lv != nil {
+				ln, err := hooks.ListenUnix(hookSocket)
+				if err != nil {
+					return err
+				}
+				srv := &hooks.Server{Handler: hookHandler(lv, policy), Log: logrus.StandardLogger()}
 				hookDone = make(chan error, 1)
-				go func() { hookDone <- lv.ServeHookSocket(ctx, hookSocket, policy, logrus.StandardLogger()) }()
+				go func() { hookDone <- srv.Serve(ctx, ln) }()
 				logrus.Infof("mig2 agent: libvirt guests through %s; hook socket %s (policy %s)", libvirtURI, hookSocket, policy)
 			}
 			tlsNote := "TLS (mutual x509) from " + tlsDir
@@ -102,7 +128,7 @@ one to retry. SIGTERM or Ctrl-C stop accepting, let migrations in flight finish 
 	fl.BoolVar(&denyPostcopy, "deny-postcopy", false, "never agree to postcopy")
 	fl.BoolVar(&allowSkip, "allow-skip-device-check", false, "accept sources that skip the device-tree comparison (experts only)")
 	fl.StringVar(&libvirtURI, "libvirt", "", "also receive libvirt domains through this local libvirt (e.g. qemu:///system)")
-	fl.StringVar(&hookSocket, "hook-socket", "/run/mig2/agent.sock", "unix socket where the libvirt qemu hook asks the agent (with --libvirt)")
+	fl.StringVar(&hookSocket, "hook-socket", hooks.DefaultSocket, "unix socket where the libvirt qemu hook asks the agent (with --libvirt)")
 	fl.StringVar(&hookPolicy, "hook-policy", "require-v2", "what the hook does with a libvirt migration that skipped the handshake: require-v2 (refuse) or warn")
 	fl.DurationVar(&grace, "shutdown-grace", 2*time.Minute, "on shutdown, how long migrations in flight may take to finish before they are cancelled")
 	return cmd

@@ -2,45 +2,62 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
 
+	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
 
 	"github.com/mig2/mig2/driver"
 )
 
 func newCheckCmd(g *globalFlags) *cobra.Command {
-	f := &sourceFlags{}
-	cmd := &cobra.Command{
-		Use:   "check --qmp SOCKET [flags] NAME mig2://HOST[:PORT]",
+	return &cobra.Command{
+		Use:   "check [migrate options] --qmp SOCKET NAME mig2://HOST[:PORT]",
 		Short: "Run the v2 handshake and report compatibility, without migrating",
-		Long: `Run the v2 handshake with the agent at HOST:PORT up to the agreement and print what would be
-agreed and how the two device trees compare. Nothing is changed on either QEMU.
-Exits 0 when the migration would be accepted, 3 with the diff when it would be refused.
+		Long: `Run the v2 handshake with the destination's agent up to the agreement and print what would
+be agreed and how the two device trees compare. Nothing is changed on either QEMU. It takes
+the options of mig2 migrate. Exits 0 when the migration would be accepted, 3 with the diff when
+it would be refused.
 
 ` + exitCodeTable,
-		Args: cobra.ExactArgs(2),
+		DisableFlagParsing: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			opts, err := f.options(args[1])
+			m, err := parseVirshMigrate(args)
+			if err != nil {
+				var ve *virshArgError
+				if errors.As(err, &ve) {
+					ve.write(cmd.OutOrStdout(), cmd.ErrOrStderr())
+					return &exitStatus{code: virshExitFailure}
+				}
+				return err
+			}
+			if m.Help {
+				return cmd.Help()
+			}
+			if m.QMP == "" {
+				return usageErrorf("mig2 check needs --qmp SOCKET (plain-QEMU guests); for a libvirt domain run mig2 migrate, which refuses before anything moves")
+			}
+			dest, err := parseDestURI(m.DestURI)
 			if err != nil {
 				return err
 			}
-			q, err := driver.OpenQEMU(cmd.Context(), args[0], f.qmp, opts.Log)
+			opts := driver.MigrateOptions{Dest: dest, Wants: wantsOf(m), TLSDir: tlsDirOf(m), Insecure: m.Insecure,
+				ServerName: m.TLSDestination, SkipDeviceCheck: m.SkipDeviceCheck, Log: logrus.StandardLogger()}
+			q, err := driver.OpenQEMU(cmd.Context(), m.Domain, m.QMP, opts.Log)
 			if err != nil {
 				return err
 			}
 			defer q.Close()
 			rep, err := q.Check(cmd.Context(), opts)
 			if rep != nil {
-				printCheck(cmd.OutOrStdout(), rep, f.jsonOut)
+				printCheck(cmd.OutOrStdout(), rep, m.JSON)
 			}
 			return err
 		},
 	}
-	f.register(cmd)
-	return cmd
 }
 
 func printCheck(w io.Writer, rep *driver.CheckReport, asJSON bool) {

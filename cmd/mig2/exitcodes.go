@@ -52,6 +52,10 @@ func exitCode(err error) int {
 	if errors.As(err, &ue) {
 		return exitUsage
 	}
+	var es *exitStatus
+	if errors.As(err, &es) {
+		return es.code
+	}
 	for _, c := range classifiers {
 		if code, ok := c(err); ok {
 			return code

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/sirupsen/logrus"
@@ -26,6 +27,7 @@ var version = "0.1.0-dev"
 type globalFlags struct {
 	logLevel  string
 	logFormat string
+	connect   string // virsh's -c/--connect: the libvirt URI of the source
 }
 
 func newRootCmd(g *globalFlags) *cobra.Command {
@@ -47,6 +49,7 @@ Any sub-command mig2 does not implement is handed to virsh unchanged.`,
 	}
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log format: text (for people) or json")
+	root.PersistentFlags().StringVarP(&g.connect, "connect", "c", "", "libvirt URI of the source (as virsh -c; default: libvirt's default)")
 	for _, c := range subcommands(g) {
 		root.AddCommand(c)
 	}
@@ -82,15 +85,25 @@ func run(args []string) int {
 	if name, ok := passthroughTarget(root, args); ok {
 		return execVirsh(name, args)
 	}
+	// Global options before the sub-command are taken here: sub-commands that parse virsh's
+	// syntax themselves (migrate, check) would otherwise see them.
+	args, err := takeGlobalFlags(g, args)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "mig2: %v\n", err)
+		return exitUsage
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	root.SetArgs(args)
-	err := root.ExecuteContext(ctx)
+	err = root.ExecuteContext(ctx)
 	if err == nil {
 		return 0
 	}
 	code := exitCode(err)
-	fmt.Fprintf(os.Stderr, "mig2: %v\n", err)
+	var es *exitStatus
+	if !errors.As(err, &es) { // a sub-command that set its own status has already said why
+		fmt.Fprintf(os.Stderr, "mig2: %v\n", err)
+	}
 	return code
 }
 
@@ -101,7 +114,7 @@ func execVirsh(sub string, args []string) int {
 		fmt.Fprintf(os.Stderr, "mig2: %q is not a mig2 command and virsh is not installed to run it\n", sub)
 		return exitUsage
 	}
-	cmd := exec.Command(path, args...)
+	cmd := exec.Command(path, withoutMig2Flags(args)...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	if err := cmd.Run(); err != nil {
 		var ee *exec.ExitError
@@ -112,4 +125,42 @@ func execVirsh(sub string, args []string) int {
 		return exitInternal
 	}
 	return 0
+}
+
+// takeGlobalFlags consumes mig2's global options that precede the sub-command (virsh style:
+// `mig2 -c URI migrate ...`) and returns the rest.
+func takeGlobalFlags(g *globalFlags, args []string) ([]string, error) {
+	targets := map[string]*string{"-c": &g.connect, "--connect": &g.connect, "--log-level": &g.logLevel, "--log-format": &g.logFormat}
+	for len(args) > 0 && strings.HasPrefix(args[0], "-") {
+		name, val, hasVal := strings.Cut(args[0], "=")
+		dst, ok := targets[name]
+		if !ok {
+			break
+		}
+		if !hasVal {
+			if len(args) < 2 {
+				return nil, usageErrorf("option %s needs a value", name)
+			}
+			val, args = args[1], args[1:]
+		}
+		*dst = val
+		args = args[1:]
+	}
+	return args, nil
+}
+
+// withoutMig2Flags drops mig2's own global options (virsh has no --log-level or --log-format).
+func withoutMig2Flags(args []string) []string {
+	var out []string
+	for i := 0; i < len(args); i++ {
+		name, _, hasVal := strings.Cut(args[i], "=")
+		if name == "--log-level" || name == "--log-format" {
+			if !hasVal {
+				i++
+			}
+			continue
+		}
+		out = append(out, args[i])
+	}
+	return out
 }

@@ -2,144 +2,207 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
-	"time"
+	"strings"
 
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
+	golibvirt "libvirt.org/go/libvirt"
 
 	"github.com/mig2/mig2/driver"
+	lvdriver "github.com/mig2/mig2/driver/libvirt"
 )
 
-// sourceFlags are shared by migrate and check.
-type sourceFlags struct {
-	qmp             string
-	channels        int
-	compression     string
-	compLevel       int
-	postcopy        bool
-	zeroCopy        bool
-	bandwidthMiB    int64
-	downtime        time.Duration
-	tlsDir          string
-	insecure        bool
-	serverName      string
-	skipDeviceCheck bool
-	jsonOut         bool
-}
+const migrateLong = `Live-migrate a guest with the v2 handshake. mig2 migrate accepts virsh migrate's options with
+virsh's meanings, so ` + "`alias virsh=mig2`" + ` is safe:
 
-func (f *sourceFlags) register(cmd *cobra.Command) {
-	fl := cmd.Flags()
-	fl.StringVar(&f.qmp, "qmp", "", "QMP socket of the source guest's QEMU (required)")
-	fl.IntVar(&f.channels, "parallel-connections", 0, "multifd channels to ask for (default: chosen from both hosts' cores)")
-	fl.StringVar(&f.compression, "compression", "auto", "multifd compression: auto, none, zlib or zstd (auto measures the guest's memory)")
-	fl.IntVar(&f.compLevel, "compression-level", 0, "compression level (default: QEMU's)")
-	fl.BoolVar(&f.postcopy, "postcopy", false, "allow postcopy when both QEMUs can run it together with multifd")
-	fl.BoolVar(&f.zeroCopy, "zero-copy", false, "ask for zero-copy send (only without TLS and compression)")
-	fl.Int64Var(&f.bandwidthMiB, "bandwidth", 0, "bandwidth limit in MiB/s (default: unlimited)")
-	fl.DurationVar(&f.downtime, "downtime-limit", 0, "maximum tolerated downtime (default 300ms)")
-	fl.StringVar(&f.tlsDir, "tls-dir", "/etc/pki/qemu", "x509 directory in QEMU's layout (ca-cert.pem, client-cert.pem, client-key.pem)")
-	fl.BoolVar(&f.insecure, "insecure", false, "plaintext control channel and migration stream (labs only; the agent must run with --insecure too)")
-	fl.StringVar(&f.serverName, "tls-hostname", "", "name the agent's certificate must carry (default: the destination's host)")
-	fl.BoolVar(&f.skipDeviceCheck, "skip-device-check", false, "EXPERTS ONLY: do not compare device trees before migrating (the agent must run with --allow-skip-device-check)")
-	fl.BoolVar(&f.jsonOut, "json", false, "report as one JSON object per line (the default when stdout is not a terminal)")
-}
+  mig2 migrate --live --parallel DOMAIN qemu+tls://dst/system       a libvirt domain
+  mig2 migrate --qmp /run/web.qmp web mig2://dst:16520              a plain QEMU (mig2's --qmp)
 
-func (f *sourceFlags) options(dest string) (driver.MigrateOptions, error) {
-	if f.qmp == "" {
-		return driver.MigrateOptions{}, usageErrorf("--qmp SOCKET is required (the source guest's QMP socket)")
-	}
-	switch f.compression {
-	case "auto", "none", "zlib", "zstd":
-	default:
-		return driver.MigrateOptions{}, usageErrorf("--compression must be auto, none, zlib or zstd, not %q", f.compression)
-	}
-	if f.channels < 0 || f.channels > 255 {
-		return driver.MigrateOptions{}, usageErrorf("--parallel-connections must be between 1 and 255")
-	}
-	if f.bandwidthMiB < 0 {
-		return driver.MigrateOptions{}, usageErrorf("--bandwidth must not be negative")
-	}
-	addr, err := parseDestURI(dest)
-	if err != nil {
-		return driver.MigrateOptions{}, err
-	}
-	return driver.MigrateOptions{
-		Dest: addr,
-		Wants: driver.Wants{
-			Channels: f.channels, Compression: f.compression, CompressionLevel: f.compLevel,
-			Postcopy: f.postcopy, ZeroCopySend: f.zeroCopy, MaxBandwidth: f.bandwidthMiB << 20,
-			DowntimeLimit: f.downtime,
-		},
-		TLSDir: f.tlsDir, Insecure: f.insecure, ServerName: f.serverName,
-		SkipDeviceCheck: f.skipDeviceCheck,
-		Log:             logrus.StandardLogger(),
-	}, nil
-}
+Before anything moves, mig2 and the mig2 agent on the destination negotiate every setting both
+QEMUs must share (multifd channels, compression, postcopy, TLS on the migration stream) and
+compare the two device trees; a mismatch is refused with a readable diff and the source guest
+is untouched. With no tuning options mig2 chooses: channels from both hosts' cores, zstd only
+when the guest's memory compresses, no bandwidth cap. Success means the destination confirmed
+its guest runs. Whatever fails before that, the source guest keeps running. Ctrl-C cancels
+safely.
+
+When v1 is used: v2 is always multifd. A migration that cannot be multifd — --tunnelled,
+--comp-methods xbzrle or mt, --compressed alone, --offline, --postcopy-resume, RDMA, or
+--virsh-exact without --parallel — or an explicit --protocol v1 belongs to the legacy v1 path,
+which does no handshake and compares nothing. mig2 does not run v1 migrations yet: it says so
+and changes nothing (use virsh for them). A destination without an agent is an error unless
+--fallback v1 is given, which warns that the device trees were not compared.
+
+mig2's own options: --qmp SOCKET (a plain-QEMU guest), --agent HOST:PORT (default: the
+destination URI's host, port 16520), --tls-dir DIR (default /etc/pki/qemu), --compression
+auto|none|zlib|zstd, --insecure (plaintext, labs only), --json, --keep-source,
+--progress-timeout D, --downtime-limit D, --skip-device-check (experts), --protocol v1|v2|auto,
+--fallback v1|none, --virsh-exact. With --qmp, --timeout N cancels after N seconds; with libvirt
+it keeps virsh's meaning (suspend the guest after N seconds).
+
+` + exitCodeTable
 
 func newMigrateCmd(g *globalFlags) *cobra.Command {
-	f := &sourceFlags{}
-	var timeout, progressTimeout time.Duration
-	var keepSource bool
-	cmd := &cobra.Command{
-		Use:   "migrate --qmp SOCKET [flags] NAME mig2://HOST[:PORT]",
-		Short: "Live-migrate a guest with the v2 handshake",
-		Long: `Live-migrate the guest whose QEMU listens on --qmp to the mig2 agent at HOST:PORT
-(default port 16520). NAME is the guest's name as the agent knows it.
-
-mig2 and the agent negotiate every setting both QEMUs must share (multifd channels,
-compression, postcopy, TLS on the migration stream) and compare the two device trees before a
-single byte of RAM moves. With no tuning flags mig2 chooses: channels from both hosts' cores,
-zstd only when the guest's memory compresses, no bandwidth cap. The destination needs nothing
-but its agent.
-
-Success means the destination confirmed its guest runs; the stale source is then shut down
-(--keep-source leaves it paused). Whatever fails before that, the source guest keeps running.
-Ctrl-C and --timeout cancel safely.
-
-` + exitCodeTable,
-		Args: cobra.ExactArgs(2),
+	return &cobra.Command{
+		Use:                "migrate [virsh migrate options] DOMAIN DESTURI",
+		Short:              "Live-migrate a guest with the v2 handshake (virsh migrate's options)",
+		Long:               migrateLong,
+		DisableFlagParsing: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			opts, err := f.options(args[1])
+			m, err := parseVirshMigrate(args)
+			if err != nil {
+				var ve *virshArgError
+				if errors.As(err, &ve) {
+					ve.write(cmd.OutOrStdout(), cmd.ErrOrStderr())
+					return &exitStatus{code: virshExitFailure}
+				}
+				return err
+			}
+			if m.Help {
+				return cmd.Help()
+			}
+			proto, reason, err := chooseProtocol(m)
 			if err != nil {
 				return err
 			}
-			opts.KeepSource = keepSource
-			opts.ProgressTimeout = progressTimeout
+			if proto == virshProtoV1 {
+				return usageErrorf("this migration belongs to the legacy v1 path (%s); mig2 does not run v1 migrations yet: use virsh migrate for it", reason)
+			}
 			ctx := cmd.Context()
-			if timeout > 0 {
-				var cancel context.CancelFunc
-				ctx, cancel = context.WithTimeout(ctx, timeout)
-				defer cancel()
-			}
 			out := cmd.OutOrStdout()
-			rep := newReporter(out, f.jsonOut || !isTerminal(out))
-			opts.OnProgress = rep.progress
+			rep := newReporter(out, m.JSON || !isTerminal(out))
 			logrus.SetOutput(rep.logWriter(os.Stderr))
-			q, err := driver.OpenQEMU(ctx, args[0], f.qmp, opts.Log)
-			if err != nil {
-				return err
-			}
-			defer q.Close()
-			rep.message("start", fmt.Sprintf("Migrating %q to %s (v2: negotiated, device trees compared, TLS %s)", args[0], opts.Dest, onOff(!opts.Insecure)))
-			sum, err := q.Migrate(ctx, opts)
-			if err != nil {
+			defer func() {
 				rep.mu.Lock()
 				rep.endLine()
 				rep.mu.Unlock()
-				return err
+			}()
+			if m.QMP != "" {
+				return migrateQEMU(ctx, m, rep)
 			}
-			rep.summary(sum)
-			return nil
+			if strings.HasPrefix(m.DestURI, "mig2://") {
+				return usageErrorf("a mig2:// destination is a plain-QEMU agent: name the source guest's QMP socket with --qmp SOCKET")
+			}
+			return migrateLibvirt(ctx, g.connect, m, rep)
 		},
 	}
-	f.register(cmd)
-	cmd.Flags().DurationVar(&timeout, "timeout", 0, "cancel the migration (safely) if it has not finished after this long")
-	cmd.Flags().DurationVar(&progressTimeout, "progress-timeout", 60*time.Second, "cancel if the migration makes no progress for this long")
-	cmd.Flags().BoolVar(&keepSource, "keep-source", false, "after success, leave the stale source QEMU paused instead of shutting it down")
-	return cmd
+}
+
+func wantsOf(m virshMigrate) driver.Wants {
+	w := driver.Wants{
+		Compression: m.Compression, Postcopy: m.Postcopy, ZeroCopySend: m.ZeroCopy,
+		MaxBandwidth: int64(m.Bandwidth) << 20, DowntimeLimit: m.DowntimeLimit,
+	}
+	if m.Given("parallel-connections") {
+		w.Channels = m.ParallelConnections
+	}
+	if w.Compression == "" {
+		for _, c := range m.CompMethods { // zlib and zstd are multifd methods
+			if c == "zlib" || c == "zstd" {
+				w.Compression = c
+			}
+		}
+	}
+	return w
+}
+
+func tlsDirOf(m virshMigrate) string {
+	if m.TLSDir != "" {
+		return m.TLSDir
+	}
+	return "/etc/pki/qemu"
+}
+
+func migrateQEMU(ctx context.Context, m virshMigrate, rep *reporter) error {
+	dest, err := parseDestURI(m.DestURI)
+	if err != nil {
+		return err
+	}
+	opts := driver.MigrateOptions{
+		Dest: dest, Wants: wantsOf(m), TLSDir: tlsDirOf(m), Insecure: m.Insecure, ServerName: m.TLSDestination,
+		ProgressTimeout: m.ProgressTimeout, KeepSource: m.KeepSource, SkipDeviceCheck: m.SkipDeviceCheck,
+		OnProgress: rep.progress, Log: logrus.StandardLogger(),
+	}
+	if m.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, m.Timeout)
+		defer cancel()
+	}
+	q, err := driver.OpenQEMU(ctx, m.Domain, m.QMP, opts.Log)
+	if err != nil {
+		return err
+	}
+	defer q.Close()
+	rep.message("start", fmt.Sprintf("Migrating %q to %s (v2: negotiated, device trees compared, TLS %s)", m.Domain, dest, onOff(!m.Insecure)))
+	sum, err := q.Migrate(ctx, opts)
+	if err != nil {
+		return err
+	}
+	rep.summary(sum)
+	return nil
+}
+
+func migrateLibvirt(ctx context.Context, connect string, m virshMigrate, rep *reporter) error {
+	if m.Timeout > 0 || m.TimeoutPostcopy {
+		return usageErrorf("--timeout is not supported on mig2's libvirt path yet; use --progress-timeout to cancel a stalled migration")
+	}
+	agent := m.Agent
+	if agent == "" {
+		var err error
+		if agent, err = lvdriver.AgentAddress(m.DestURI); err != nil {
+			return usageErrorf("%v", err)
+		}
+	}
+	opts := lvdriver.MigrateOptions{
+		DestURI: m.DestURI, Agent: agent, Wants: wantsOf(m), TLSDir: tlsDirOf(m), Insecure: m.Insecure,
+		ServerName: m.TLSDestination, Flags: libvirtFlags(m), MigrateURI: m.MigrateURI,
+		ListenAddress: m.ListenAddress, DestName: m.DName, OnProgress: rep.progress, Log: logrus.StandardLogger(),
+	}
+	if m.XML != "" {
+		b, err := os.ReadFile(m.XML)
+		if err != nil {
+			return usageErrorf("cannot read file '%s': %v", m.XML, err)
+		}
+		opts.DestXML = string(b)
+	}
+	src, err := lvdriver.Open(ctx, connect, m.Domain, opts.Log)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	rep.message("start", fmt.Sprintf("Migrating %q to %s through libvirt (v2: negotiated with the agent at %s, device trees compared)", m.Domain, m.DestURI, agent))
+	sum, err := src.Migrate(ctx, opts)
+	if err != nil {
+		return err
+	}
+	rep.summary(sum)
+	return nil
+}
+
+// libvirtFlags maps the virsh options that keep their libvirt meaning onto migration flags;
+// peer-to-peer, parallel, TLS and postcopy come from the agreement.
+func libvirtFlags(m virshMigrate) golibvirt.DomainMigrateFlags {
+	var f golibvirt.DomainMigrateFlags
+	set := func(on bool, flag golibvirt.DomainMigrateFlags) {
+		if on {
+			f |= flag
+		}
+	}
+	set(m.Live, golibvirt.MIGRATE_LIVE)
+	set(m.Persistent, golibvirt.MIGRATE_PERSIST_DEST)
+	set(m.UndefineSource, golibvirt.MIGRATE_UNDEFINE_SOURCE)
+	set(m.Suspend, golibvirt.MIGRATE_PAUSED)
+	set(m.CopyStorageAll, golibvirt.MIGRATE_NON_SHARED_DISK)
+	set(m.CopyStorageInc, golibvirt.MIGRATE_NON_SHARED_INC)
+	set(m.AbortOnError, golibvirt.MIGRATE_ABORT_ON_ERROR)
+	set(m.AutoConverge, golibvirt.MIGRATE_AUTO_CONVERGE)
+	set(m.ChangeProtection, golibvirt.MIGRATE_CHANGE_PROTECTION)
+	set(m.Unsafe, golibvirt.MIGRATE_UNSAFE)
+	return f
 }
 
 func onOff(b bool) string {

@@ -89,11 +89,19 @@ type virshMigrate struct {
 	TLSDestination                         string
 
 	// mig2's own options (never positional).
-	Protocol   string // --protocol v1|v2|auto ("" = auto)
-	Fallback   string // --fallback v1|none ("" = none)
-	QMP        string // --qmp SOCKET: a plain-QEMU guest instead of a libvirt domain
-	VirshExact bool   // --virsh-exact: no --parallel means single-stream, as with virsh
-	Insecure   bool   // --insecure: plaintext v2 control channel and stream (labs only)
+	Protocol        string        // --protocol v1|v2|auto ("" = auto)
+	Fallback        string        // --fallback v1|none ("" = none)
+	QMP             string        // --qmp SOCKET: a plain-QEMU guest instead of a libvirt domain
+	VirshExact      bool          // --virsh-exact: no --parallel means single-stream, as with virsh
+	Insecure        bool          // --insecure: plaintext v2 control channel and stream (labs only)
+	TLSDir          string        // --tls-dir: x509 files in QEMU's layout (default /etc/pki/qemu)
+	Compression     string        // --compression auto|none|zlib|zstd (v2's multifd compression)
+	JSON            bool          // --json: one JSON object per line
+	KeepSource      bool          // --keep-source: leave a migrated plain-QEMU source paused
+	ProgressTimeout time.Duration // --progress-timeout: cancel when nothing moves for this long
+	SkipDeviceCheck bool          // --skip-device-check (experts)
+	Agent           string        // --agent HOST:PORT: the destination's mig2 agent (libvirt path)
+	DowntimeLimit   time.Duration // --downtime-limit
 
 	Help bool // --help: show the help and do nothing else
 
@@ -161,6 +169,14 @@ var virshMigrateOpts = []virshOptDef{
 	{name: "qmp", kind: virshString, mig2: true},
 	{name: "virsh-exact", mig2: true},
 	{name: "insecure", mig2: true},
+	{name: "tls-dir", kind: virshString, mig2: true},
+	{name: "compression", kind: virshString, mig2: true},
+	{name: "json", mig2: true},
+	{name: "keep-source", mig2: true},
+	{name: "progress-timeout", kind: virshString, mig2: true},
+	{name: "skip-device-check", mig2: true},
+	{name: "agent", kind: virshString, mig2: true},
+	{name: "downtime-limit", kind: virshString, mig2: true},
 }
 
 // virshArgError is a command line virsh (and so mig2) refuses, in virsh's words.
@@ -288,6 +304,7 @@ func checkVirshMigrate(raw map[string]string, seen map[string]bool) (virshMigrat
 	m.PostcopyResume, m.ZeroCopy = b("postcopy-resume"), b("zerocopy")
 	m.TimeoutSuspend, m.TimeoutPostcopy, m.TLS, m.Parallel = b("timeout-suspend"), b("timeout-postcopy"), b("tls"), b("parallel")
 	m.VirshExact, m.Insecure = b("virsh-exact"), b("insecure")
+	m.JSON, m.KeepSource, m.SkipDeviceCheck = b("json"), b("keep-source"), b("skip-device-check")
 
 	// VSH_EXCLUSIVE_OPTIONS / VSH_REQUIRE_OPTION at the top of cmdMigrate.
 	for _, p := range [][2]string{{"live", "offline"}, {"timeout-suspend", "timeout-postcopy"}} {
@@ -313,6 +330,18 @@ func checkVirshMigrate(raw map[string]string, seen map[string]bool) (virshMigrat
 			return virshCheckErrorf("Failed to get option '%s': Option argument is empty", name)
 		}
 		*dst = v
+		return nil
+	}
+	duration := func(name string, dst *time.Duration) error {
+		var v string
+		if err := str(name, &v); err != nil || v == "" {
+			return err
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			return virshCheckErrorf("--%s must be a duration such as 30s or 2m, not '%s'", name, v)
+		}
+		*dst = d
 		return nil
 	}
 	list := func(name string, dst *[]string) error {
@@ -393,6 +422,20 @@ func checkVirshMigrate(raw map[string]string, seen map[string]bool) (virshMigrat
 		},
 		// mig2's own options, after everything virsh checks.
 		func() error { return str("qmp", &m.QMP) },
+		func() error { return str("tls-dir", &m.TLSDir) },
+		func() error { return str("agent", &m.Agent) },
+		func() error {
+			if err := str("compression", &m.Compression); err != nil {
+				return err
+			}
+			switch m.Compression {
+			case "", "auto", "none", "zlib", "zstd":
+				return nil
+			}
+			return virshCheckErrorf("--compression must be auto, none, zlib or zstd, not '%s'", m.Compression)
+		},
+		func() error { return duration("progress-timeout", &m.ProgressTimeout) },
+		func() error { return duration("downtime-limit", &m.DowntimeLimit) },
 		func() error {
 			if err := str("protocol", &m.Protocol); err != nil {
 				return err

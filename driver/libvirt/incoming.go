@@ -38,7 +38,7 @@ type Incoming struct {
 // Negotiated is one handshake the hook can check an incoming domain against.
 type Negotiated struct {
 	MigrationID string
-	Digest      [32]byte // of the destination device tree the agreement was made on
+	Tree        v2proto.DeviceTree // the destination device tree the agreement was made on
 	Expires     time.Time
 }
 
@@ -100,8 +100,7 @@ func (in *Incoming) HandleIncoming(ctx context.Context, d *v2proto.Destination, 
 		return err
 	}
 	log.WithField("stage", "agreed").Infof("libvirt: agreed %s", agreed)
-	digest, _ := tree.Digest()
-	in.remember(name, Negotiated{MigrationID: hello.MigrationID, Digest: digest, Expires: time.Now().Add(in.cfg.Window)})
+	in.remember(name, Negotiated{MigrationID: hello.MigrationID, Tree: tree, Expires: time.Now().Add(in.cfg.Window)})
 	defer in.forget(name, hello.MigrationID)
 	logOffset := fileSize(in.logPath(name))
 	host, _ := in.conn.GetHostname()
@@ -247,15 +246,22 @@ func (in *Incoming) Check(name string, xml []byte) (bool, string) {
 	n, ok := in.negotiated[name]
 	in.mu.Unlock()
 	if !ok || time.Now().After(n.Expires) {
-		return false, fmt.Sprintf("mig2: domain %q was not negotiated with this host's mig2 agent; migrate it with `mig2 migrate --live --parallel %s DESTURI` (policy require-v2)", name, name)
+		return false, fmt.Sprintf("domain %q was not negotiated with this host's mig2 agent; migrate it with `mig2 migrate --live --parallel %s DESTURI` (policy require-v2)", name, name)
 	}
-	tree, _, err := TreeFromXML(xml)
+	tree, err := in.LocalTree(xml)
 	if err != nil {
-		return false, "mig2: cannot read the incoming domain XML: " + err.Error()
+		return false, "cannot read the incoming domain XML: " + err.Error()
 	}
-	digest, _ := tree.Digest()
-	if digest != n.Digest {
-		return false, fmt.Sprintf("mig2: the incoming XML of %q differs from the one negotiated (migration %s)", name, n.MigrationID)
+	if d := v2proto.DiffTrees(&n.Tree, &tree); d.Fatal() {
+		return false, fmt.Sprintf("the incoming XML of %q is not the one negotiated (migration %s): %s", name, n.MigrationID, oneLine(d.String()))
 	}
 	return true, ""
+}
+
+func oneLine(s string) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > 300 {
+		s = s[:300] + "…"
+	}
+	return s
 }

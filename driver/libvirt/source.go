@@ -30,7 +30,7 @@ func Open(ctx context.Context, uri, domain string, log logrus.FieldLogger) (*Sou
 	}
 	conn, err := golibvirt.NewConnect(uri)
 	if err != nil {
-		return nil, &driver.ConnectError{What: "libvirt at " + uriOrDefault(uri), Err: err}
+		return nil, &driver.ConnectError{What: "connect to libvirt at " + uriOrDefault(uri), Err: err}
 	}
 	dom, err := conn.LookupDomainByName(domain)
 	if err != nil {
@@ -116,7 +116,7 @@ func (s *Source) Migrate(ctx context.Context, o MigrateOptions) (*driver.Summary
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		return nil, &driver.ConnectError{What: "the mig2 agent at " + o.Agent, Err: err}
+		return nil, &driver.ConnectError{What: "reach the mig2 agent at " + o.Agent, Err: err}
 	}
 	defer sess.Close()
 	agreed, err := sess.Handshake(ctx, hello)
@@ -146,9 +146,12 @@ func (s *Source) Migrate(ctx context.Context, o MigrateOptions) (*driver.Summary
 	// libvirt's job runs in its own goroutine, owned here; cancel aborts the job.
 	done := make(chan error, 1)
 	go func() { done <- s.dom.MigrateToURI3(o.DestURI, params, flags) }()
-	migErr := s.follow(ctx, done, o.OnProgress)
-	if st, err := s.dom.GetJobStats(golibvirt.DOMAIN_JOB_STATS_COMPLETED); err == nil {
+	last, migErr := s.follow(ctx, done, o.OnProgress)
+	if st, err := s.dom.GetJobStats(golibvirt.DOMAIN_JOB_STATS_COMPLETED); err == nil && st.DataTotalSet {
 		fillStats(sum, st)
+	} else if last != nil {
+		// A transient domain is gone from the source once migrated: use the last sample.
+		fillStats(sum, last)
 	}
 	if migErr != nil {
 		code := v2proto.AbortSourceFailed
@@ -240,15 +243,16 @@ func wantsOf(w driver.Wants) v2proto.Wants {
 }
 
 // follow polls libvirt's job statistics until MigrateToURI3 returns; a cancelled ctx aborts
-// the job (libvirt then resumes the source domain itself).
-func (s *Source) follow(ctx context.Context, done <-chan error, onProgress func(driver.Progress)) error {
+// the job (libvirt then resumes the source domain itself). It returns the last statistics seen.
+func (s *Source) follow(ctx context.Context, done <-chan error, onProgress func(driver.Progress)) (*golibvirt.DomainJobInfo, error) {
 	tick := time.NewTicker(300 * time.Millisecond)
 	defer tick.Stop()
 	aborted := false
+	var last *golibvirt.DomainJobInfo
 	for {
 		select {
 		case err := <-done:
-			return err
+			return last, err
 		case <-ctx.Done():
 			if !aborted {
 				aborted = true
@@ -257,11 +261,11 @@ func (s *Source) follow(ctx context.Context, done <-chan error, onProgress func(
 				}
 			}
 		case <-tick.C:
-			if onProgress == nil {
-				continue
-			}
 			if st, err := s.dom.GetJobStats(0); err == nil && st.DataTotalSet {
-				onProgress(progressOf(st))
+				last = st
+				if onProgress != nil {
+					onProgress(progressOf(st))
+				}
 			}
 		}
 	}

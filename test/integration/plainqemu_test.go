@@ -56,7 +56,7 @@ func TestMigrateSuccess(t *testing.T) {
 		}()
 	}
 	r := mig2(t, ctxT(t, 3*time.Minute), "migrate", "--json", "--qmp", src.QMPSocket, "--tls-dir", certs,
-		"--parallel-connections", "8", "--bandwidth", "100", "demo", agent.uri())
+		"--parallel", "--parallel-connections", "8", "--bandwidth", "100", "demo", agent.uri())
 	stopWatch()
 	wg.Wait()
 	if r.code != 0 {

@@ -1,0 +1,314 @@
+//go:build integration
+
+package integration
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mig2/mig2/test/guest"
+	"github.com/mig2/mig2/test/integration/lab"
+)
+
+// libvirtLab is the two-host libvirt lab with the test guest image readable by QEMU there.
+type libvirtLab struct {
+	*lab.Lab
+	a, b  *lab.Host
+	dir   string // world-writable: QEMU (libvirt-qemu) binds the serial sockets here
+	image guest.Image
+}
+
+func upLab(t *testing.T) *libvirtLab {
+	t.Helper()
+	img := guest.Require(t, guest.Options{})
+	for _, bin := range []string{"libvirtd", "virsh", "nsenter", "certtool"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			if os.Getenv("MIG2_ALLOW_SKIP") == "1" {
+				t.Skipf("%s is not installed", bin)
+			}
+			t.Fatalf("%s is not installed (make test installs libvirt-daemon-system, libvirt-clients, gnutls-bin)", bin)
+		}
+	}
+	base, err := os.MkdirTemp("/var/tmp", "m2lab")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	l, err := lab.Up(ctx, filepath.Join(base, "lab"))
+	if err != nil {
+		t.Fatalf("lab up: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := l.Down(); err != nil {
+			t.Errorf("lab down: %v", err)
+		}
+	})
+	dir := filepath.Join(base, "vm")
+	if err := os.MkdirAll(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(base, 0o755)
+	os.Chmod(dir, 0o1777)
+	ll := &libvirtLab{Lab: l, a: l.Hosts[0], b: l.Hosts[1], dir: dir}
+	// QEMU runs as libvirt-qemu: give it a readable copy of the guest.
+	for src, dst := range map[string]*string{img.Kernel: &ll.image.Kernel, img.Initrd: &ll.image.Initrd} {
+		*dst = filepath.Join(dir, filepath.Base(src))
+		if out, err := exec.Command("cp", src, *dst).CombinedOutput(); err != nil {
+			t.Fatalf("copy %s: %v %s", src, err, out)
+		}
+		os.Chmod(*dst, 0o644)
+	}
+	return ll
+}
+
+// domainXML is the test guest as a libvirt domain; extra goes inside <devices>, cmdline is a
+// <qemu:commandline> -device argument ("" for none).
+func (l *libvirtLab) domainXML(name, serial, extra, cmdline string) string {
+	cl := ""
+	if cmdline != "" {
+		cl = "<qemu:commandline><qemu:arg value='-device'/><qemu:arg value='" + cmdline + "'/></qemu:commandline>"
+	}
+	opts := guest.Options{TouchMiB: 128, DirtyMiBps: 10}
+	return fmt.Sprintf(`<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
+  <name>%s</name>
+  <memory unit='MiB'>384</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='q35'>hvm</type><kernel>%s</kernel><initrd>%s</initrd><cmdline>%s</cmdline></os>
+  <on_reboot>destroy</on_reboot>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <serial type='unix'><source mode='bind' path='%s'/><target port='0'/></serial>
+    <memballoon model='none'/>
+    %s
+  </devices>
+  %s
+</domain>`, name, l.image.Kernel, l.image.Initrd, opts.KernelCmdline(), serial, extra, cl)
+}
+
+func (l *libvirtLab) write(t *testing.T, name, content string) string {
+	p := filepath.Join(l.dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// startDomain creates a transient domain on host h and returns its console, once the guest runs.
+func (l *libvirtLab) startDomain(t *testing.T, h *lab.Host, name, xml, serial string) *guest.Console {
+	t.Helper()
+	ctx := ctxT(t, 90*time.Second)
+	if out, err := h.Exec(ctx, "virsh", "create", l.write(t, name+".xml", xml)); err != nil {
+		t.Fatalf("virsh create %s: %v: %s", name, err, out)
+	}
+	c := l.console(t, serial)
+	if _, err := c.WaitReady(ctx); err != nil {
+		t.Fatalf("%s did not boot: %v\n%s", name, err, strings.Join(c.Lines(), "\n"))
+	}
+	return c
+}
+
+func (l *libvirtLab) console(t *testing.T, path string) *guest.Console {
+	t.Helper()
+	ctx := ctxT(t, 30*time.Second)
+	var c *guest.Console
+	for {
+		var err error
+		if c, err = guest.DialConsole(ctx, path, nil); err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("console %s: %v", path, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// inHost runs mig2 inside a lab host.
+func inHost(t *testing.T, h *lab.Host, args ...string) run {
+	t.Helper()
+	cmd := h.Command(ctxT(t, 3*time.Minute), append([]string{mig2Bin}, args...)...)
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	start := time.Now()
+	err := cmd.Run()
+	r := run{stdout: out.String(), stderr: errb.String(), elapsed: time.Since(start), code: exitOf(err)}
+	r.parse()
+	t.Logf("[%s] mig2 %s → exit %d in %s\nstdout:\n%s\nstderr:\n%s", h.Name, strings.Join(args, " "), r.code,
+		r.elapsed.Round(time.Millisecond), lastLines(r.stdout, 5), lastLines(r.stderr, 15))
+	return r
+}
+
+func domstate(t *testing.T, h *lab.Host, name string) string {
+	out, _ := h.Exec(ctxT(t, 20*time.Second), "virsh", "domstate", name)
+	return strings.TrimSpace(string(out))
+}
+
+// TestLibvirt runs mig2's libvirt path between two real libvirtd hosts with real TLS: the
+// agent with --libvirt and the qemu hook (policy require-v2) on the destination.
+func TestLibvirt(t *testing.T) {
+	l := upLab(t)
+	a, b := l.a, l.b
+
+	// The destination: the hook first (libvirtd reads hooks at start), then the agent.
+	if out, err := b.Exec(ctxT(t, 20*time.Second), mig2Bin, "hook", "install"); err != nil {
+		t.Fatalf("hook install: %v %s", err, out)
+	}
+	if err := b.RestartLibvirtd(ctxT(t, 60*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	agentLog, err := os.Create(filepath.Join(l.dir, "agent.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	agentCtx, stopAgent := context.WithCancel(context.Background())
+	agent := b.Command(agentCtx, mig2Bin, "agent", "--listen", b.IP+":16520", "--tls-dir", "/etc/pki/qemu", "--libvirt", "qemu:///system")
+	agent.Stdout, agent.Stderr = agentLog, agentLog
+	if err := agent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		stopAgent()
+		agent.Wait()
+		if t.Failed() {
+			b, _ := os.ReadFile(agentLog.Name())
+			t.Logf("agent log:\n%s", b)
+		}
+	})
+	waitFile(t, filepath.Join("/proc", fmt.Sprint(agent.Process.Pid)))
+	time.Sleep(time.Second) // the agent connects to libvirtd and listens
+
+	srcSerial := filepath.Join(l.dir, "web-a.sock")
+	dstSerial := filepath.Join(l.dir, "web-b.sock")
+	xml := l.domainXML("web", srcSerial, "", "")
+	src := l.startDomain(t, a, "web", xml, srcSerial)
+	// The destination's XML is the source's migratable XML with one host-side detail changed:
+	// its serial socket's path (both hosts share this filesystem).
+	webXML := migratableXML(t, a, "web")
+	dstXML := l.write(t, "web-dst.xml", strings.ReplaceAll(webXML, srcSerial, dstSerial))
+
+	t.Run("virsh compatibility", func(t *testing.T) {
+		want, _ := a.Exec(ctxT(t, 20*time.Second), "virsh", "list", "--all")
+		got := inHost(t, a, "list", "--all")
+		if got.code != 0 || got.stdout != string(want) {
+			t.Fatalf("mig2 list --all printed %q, virsh list --all %q", got.stdout, want)
+		}
+		vcmd := a.Command(ctxT(t, 20*time.Second), "virsh", "migrate", "--bogus", "web", b.TLSURI)
+		var verr strings.Builder
+		vcmd.Stderr = &verr
+		vexit := exitOf(vcmd.Run())
+		m := inHost(t, a, "migrate", "--bogus", "web", b.TLSURI)
+		if m.code != vexit || m.stderr != verr.String() {
+			t.Fatalf("mig2 migrate --bogus: exit %d %q; virsh: exit %d %q", m.code, m.stderr, vexit, verr.String())
+		}
+	})
+
+	t.Run("plain virsh migrate is refused by require-v2", func(t *testing.T) {
+		out, err := a.Exec(ctxT(t, 90*time.Second), "virsh", "migrate", "--live", "--p2p", "--tls", "--parallel", "--xml", dstXML, "web", b.TLSURI)
+		if err == nil {
+			t.Fatalf("plain virsh migrate went through:\n%s", out)
+		}
+		if !strings.Contains(string(out), "not negotiated") || !strings.Contains(string(out), "mig2 migrate") {
+			t.Fatalf("the refusal does not carry mig2's message:\n%s", out)
+		}
+		if st := domstate(t, a, "web"); st != "running" {
+			t.Fatalf("source after the refusal: %s", st)
+		}
+	})
+
+	t.Run("device only on the source through qemu:commandline", func(t *testing.T) {
+		// The source gets a device libvirt does not model; the destination's XML lacks it.
+		qs := filepath.Join(l.dir, "q-a.sock")
+		l.startDomain(t, a, "qcl", l.domainXML("qcl", qs, "", "virtio-rng-pci,id=qrng0,bus=pcie.0,addr=0x9"), qs)
+		qxml := migratableXML(t, a, "qcl")
+		i, j := strings.Index(qxml, "<qemu:commandline>"), strings.Index(qxml, "</qemu:commandline>")
+		if i < 0 || j < 0 {
+			t.Fatalf("no <qemu:commandline> in the source's XML:\n%s", qxml)
+		}
+		qxml = qxml[:i] + qxml[j+len("</qemu:commandline>"):]
+		qdst := l.write(t, "qcl-dst.xml", strings.ReplaceAll(qxml, qs, filepath.Join(l.dir, "q-b.sock")))
+		r := inHost(t, a, "migrate", "--live", "--parallel", "--xml", qdst, "qcl", b.TLSURI)
+		if r.code != exitIncompatible || !strings.Contains(r.stderr, "qrng0") || !strings.Contains(r.stderr, "missing on the destination") {
+			t.Fatalf("exit %d, want %d with a diff naming qrng0", r.code, exitIncompatible)
+		}
+		if st := domstate(t, a, "qcl"); st != "running" {
+			t.Fatalf("source after the refusal: %s", st)
+		}
+		if out, _ := a.Exec(ctxT(t, 20*time.Second), "virsh", "domjobinfo", "--completed", "qcl"); strings.Contains(string(out), "Data processed") {
+			t.Fatalf("a migration job ran:\n%s", out)
+		}
+	})
+
+	t.Run("extra device only on the destination", func(t *testing.T) {
+		x := strings.ReplaceAll(webXML, srcSerial, dstSerial)
+		if !strings.Contains(x, "xmlns:qemu=") {
+			x = strings.Replace(x, "<domain ", "<domain xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0' ", 1)
+		}
+		x = strings.Replace(x, "</domain>", "<qemu:commandline><qemu:arg value='-device'/><qemu:arg value='virtio-balloon-pci,id=xballoon0,bus=pcie.0,addr=0x9'/></qemu:commandline></domain>", 1)
+		extra := l.write(t, "web-extra.xml", x)
+		r := inHost(t, a, "migrate", "--live", "--parallel", "--xml", extra, "web", b.TLSURI)
+		if r.code != exitIncompatible || !strings.Contains(r.stderr, "xballoon0") || !strings.Contains(r.stderr, "extra on the destination") {
+			t.Fatalf("exit %d, want %d with a diff naming xballoon0", r.code, exitIncompatible)
+		}
+		if st := domstate(t, a, "web"); st != "running" {
+			t.Fatalf("source after the refusal: %s", st)
+		}
+	})
+
+	t.Run("mig2 migrate --live --parallel", func(t *testing.T) {
+		r := inHost(t, a, "migrate", "--json", "--live", "--parallel", "--parallel-connections", "4", "--xml", dstXML, "web", b.TLSURI)
+		if r.code != 0 {
+			t.Fatalf("exit %d", r.code)
+		}
+		agreed, _ := r.summary["agreed"].(map[string]any)
+		if agreed == nil || agreed["channels"] == nil {
+			t.Fatalf("no agreed set in the summary: %v", r.summary)
+		}
+		channels := fmt.Sprint(agreed["channels"])
+		// libvirt set exactly the negotiated channels on the source QEMU (its own log of the job).
+		logb, _ := a.Exec(ctxT(t, 20*time.Second), "cat", "/var/log/libvirt/libvirtd.log")
+		if !strings.Contains(string(logb), `"multifd-channels":`+channels) {
+			t.Fatalf("libvirt's log does not show multifd-channels %s", channels)
+		}
+		if st := domstate(t, b, "web"); st != "running" {
+			t.Fatalf("web on the destination: %s", st)
+		}
+		dst := l.console(t, dstSerial)
+		res, err := dst.Verify(ctxT(t, 60*time.Second))
+		if err != nil || !res.OK() || res.Pages == 0 {
+			t.Fatalf("destination memory: %+v %v", res, err)
+		}
+		t.Logf("web on hostb: memory verified intact, %d pages; %s channels agreed", res.Pages, channels)
+		_ = src
+	})
+}
+
+// migratableXML is `virsh dumpxml --migratable` of a domain on host h.
+func migratableXML(t *testing.T, h *lab.Host, name string) string {
+	t.Helper()
+	out, err := h.Exec(ctxT(t, 20*time.Second), "virsh", "dumpxml", "--migratable", name)
+	if err != nil {
+		t.Fatalf("dumpxml %s: %v", name, err)
+	}
+	return string(out)
+}
+
+func waitFile(t *testing.T, path string) {
+	t.Helper()
+	for i := 0; i < 50; i++ {
+		if _, err := os.Stat(path); err == nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("%s did not appear", path)
+}
