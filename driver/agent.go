@@ -232,7 +232,7 @@ func (in *incoming) run(ctx context.Context, hello *v2proto.Hello) error {
 		_ = d.Abort(ctx, v2proto.AbortUnknownGuest, err.Error())
 		return err
 	}
-	facts, err := qemuFacts(ctx, mon)
+	facts, err := QEMUFacts(ctx, mon)
 	if err != nil {
 		_ = d.Abort(ctx, v2proto.AbortInternal, err.Error())
 		return err

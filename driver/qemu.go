@@ -54,10 +54,11 @@ func (q *QEMU) Monitor() *qmp.Conn { return q.mon }
 // from query-migrate-capabilities, parameter names and compression methods from the QMP schema,
 // never from a version table.
 func (q *QEMU) Facts(ctx context.Context) (v2proto.HostFacts, error) {
-	return qemuFacts(ctx, q.mon)
+	return QEMUFacts(ctx, q.mon)
 }
 
-func qemuFacts(ctx context.Context, ex qmp.Executor) (v2proto.HostFacts, error) {
+// QEMUFacts reads a QEMU's facts through any QMP executor (a socket, or libvirt's pass-through).
+func QEMUFacts(ctx context.Context, ex qmp.Executor) (v2proto.HostFacts, error) {
 	ver, err := qmp.QueryVersion(ctx, ex)
 	if err != nil {
 		return v2proto.HostFacts{}, fmt.Errorf("driver: query-version: %w", err)

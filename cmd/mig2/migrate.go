@@ -41,7 +41,9 @@ mig2's own options: --qmp SOCKET (a plain-QEMU guest), --agent HOST:PORT (defaul
 destination URI's host, port 16520), --tls-dir DIR (default /etc/pki/qemu), --compression
 auto|none|zlib|zstd, --insecure (plaintext, labs only), --json, --keep-source,
 --progress-timeout D, --downtime-limit D, --skip-device-check (experts), --protocol v1|v2|auto,
---fallback v1|none, --virsh-exact. With --qmp, --timeout N cancels after N seconds; with libvirt
+--fallback v1|none, --virsh-exact, and for libvirt --deep: ask the domain's QEMU for its
+migration capabilities through QMP pass-through (QemuMonitorCommand) instead of inferring them
+from libvirt's version; libvirt then marks the domain tainted "custom-monitor". With --qmp, --timeout N cancels after N seconds; with libvirt
 it keeps virsh's meaning (suspend the guest after N seconds).
 
 ` + exitCodeTable
@@ -160,7 +162,8 @@ func migrateLibvirt(ctx context.Context, connect string, m virshMigrate, rep *re
 	opts := lvdriver.MigrateOptions{
 		DestURI: m.DestURI, Agent: agent, Wants: wantsOf(m), TLSDir: tlsDirOf(m), Insecure: m.Insecure,
 		ServerName: m.TLSDestination, Flags: libvirtFlags(m), MigrateURI: m.MigrateURI,
-		ListenAddress: m.ListenAddress, DestName: m.DName, OnProgress: rep.progress, Log: logrus.StandardLogger(),
+		ListenAddress: m.ListenAddress, DestName: m.DName, SkipDeviceCheck: m.SkipDeviceCheck,
+		Deep: m.Deep, OnProgress: rep.progress, Log: logrus.StandardLogger(),
 	}
 	if m.XML != "" {
 		b, err := os.ReadFile(m.XML)

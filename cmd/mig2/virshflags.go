@@ -102,6 +102,7 @@ type virshMigrate struct {
 	SkipDeviceCheck bool          // --skip-device-check (experts)
 	Agent           string        // --agent HOST:PORT: the destination's mig2 agent (libvirt path)
 	DowntimeLimit   time.Duration // --downtime-limit
+	Deep            bool          // --deep: QMP pass-through for capabilities (taints the domain)
 
 	Help bool // --help: show the help and do nothing else
 
@@ -177,6 +178,7 @@ var virshMigrateOpts = []virshOptDef{
 	{name: "skip-device-check", mig2: true},
 	{name: "agent", kind: virshString, mig2: true},
 	{name: "downtime-limit", kind: virshString, mig2: true},
+	{name: "deep", mig2: true},
 }
 
 // virshArgError is a command line virsh (and so mig2) refuses, in virsh's words.
@@ -304,7 +306,7 @@ func checkVirshMigrate(raw map[string]string, seen map[string]bool) (virshMigrat
 	m.PostcopyResume, m.ZeroCopy = b("postcopy-resume"), b("zerocopy")
 	m.TimeoutSuspend, m.TimeoutPostcopy, m.TLS, m.Parallel = b("timeout-suspend"), b("timeout-postcopy"), b("tls"), b("parallel")
 	m.VirshExact, m.Insecure = b("virsh-exact"), b("insecure")
-	m.JSON, m.KeepSource, m.SkipDeviceCheck = b("json"), b("keep-source"), b("skip-device-check")
+	m.JSON, m.KeepSource, m.SkipDeviceCheck, m.Deep = b("json"), b("keep-source"), b("skip-device-check"), b("deep")
 
 	// VSH_EXCLUSIVE_OPTIONS / VSH_REQUIRE_OPTION at the top of cmdMigrate.
 	for _, p := range [][2]string{{"live", "offline"}, {"timeout-suspend", "timeout-postcopy"}} {

@@ -117,14 +117,20 @@ func (in *Incoming) HandleIncoming(ctx context.Context, d *v2proto.Destination, 
 // (sent when its MigrateToURI3 returned), then sends the verdict.
 func (in *Incoming) supervise(ctx context.Context, d *v2proto.Destination, name string, logOffset int64) error {
 	fromSource := make(chan error, 1)
+	sourceFailed := make(chan string, 1)
 	readerDone := make(chan struct{})
 	readCtx, stopRead := context.WithCancel(context.WithoutCancel(ctx))
 	go func() {
 		defer close(readerDone)
 		for {
-			if _, err := d.Recv(readCtx); err != nil {
+			m, err := d.Recv(readCtx)
+			if err != nil {
 				fromSource <- err
 				return
+			}
+			if p, ok := m.(*v2proto.Progress); ok && p.Status == "failed" {
+				sourceFailed <- p.Message
+				return // the session ends with the Result below
 			}
 		}
 	}()
@@ -138,6 +144,13 @@ func (in *Incoming) supervise(ctx context.Context, d *v2proto.Destination, name 
 			return ctx.Err()
 		case err := <-fromSource:
 			return fmt.Errorf("libvirt: the source ended the migration: %w%s", err, in.logText(name, logOffset, "; the destination QEMU said: "))
+		case why := <-sourceFailed:
+			// libvirt's job failed; give the destination QEMU a moment to finish its log.
+			time.Sleep(200 * time.Millisecond)
+			text := in.logText(name, logOffset, "")
+			_ = d.SendResult(context.WithoutCancel(ctx), &v2proto.Result{Outcome: v2proto.OutcomeFailed, Status: "failed", DestError: text,
+				Details: "the source's libvirt reported: " + why})
+			return fmt.Errorf("libvirt: the migration failed: %s; the destination QEMU said: %s", why, text)
 		case <-tick.C:
 		}
 		if !d.SwitchoverReceived() {

@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
 	golibvirt "libvirt.org/go/libvirt"
 
 	"github.com/mig2/mig2/driver"
+	"github.com/mig2/mig2/qmp/libvirtqmp"
 	"github.com/mig2/mig2/v2proto"
 )
 
@@ -58,18 +61,22 @@ func (s *Source) Close() error {
 // that keep their libvirt meaning (--live, --persistent, --undefinesource, --suspend …); mig2
 // adds peer-to-peer, parallel, TLS and postcopy from the agreement.
 type MigrateOptions struct {
-	DestURI        string // the destination libvirt, e.g. qemu+tls://hostb/system
-	Agent          string // the destination agent's host:port; default DestURI's host, port 16520
-	Wants          driver.Wants
-	TLSDir         string
-	Insecure       bool
-	ServerName     string
-	Flags          golibvirt.DomainMigrateFlags
-	DestXML        string // --xml: the domain XML the destination should create
-	MigrateURI     string
-	ListenAddress  string
-	DestName       string
-	CheckOnly      bool
+	DestURI         string // the destination libvirt, e.g. qemu+tls://hostb/system
+	Agent           string // the destination agent's host:port; default DestURI's host, port 16520
+	Wants           driver.Wants
+	TLSDir          string
+	Insecure        bool
+	ServerName      string
+	Flags           golibvirt.DomainMigrateFlags
+	DestXML         string // --xml: the domain XML the destination should create
+	MigrateURI      string
+	ListenAddress   string
+	DestName        string
+	SkipDeviceCheck bool // experts only: the agent must allow it
+	// Deep reads the source QEMU's migration capabilities through QMP pass-through
+	// (QemuMonitorCommand) instead of inferring them from libvirt's version. libvirt then marks
+	// the domain tainted "custom-monitor".
+	Deep           bool
 	ConfirmTimeout time.Duration
 	OnProgress     func(driver.Progress)
 	Log            logrus.FieldLogger
@@ -159,6 +166,7 @@ func (s *Source) Migrate(ctx context.Context, o MigrateOptions) (*driver.Summary
 			code = v2proto.AbortCancelled
 			migErr = fmt.Errorf("libvirt: %w (%v)", ctx.Err(), migErr)
 		}
+		migErr = plainLibvirtError(migErr)
 		dest := s.destReport(sess, code, migErr)
 		return nil, s.failed("migrate", migErr, dest)
 	}
@@ -224,14 +232,24 @@ func (s *Source) hello(id string, o MigrateOptions) (*v2proto.Hello, error) {
 	if err != nil {
 		return nil, err
 	}
+	if o.Deep {
+		if err := s.deepFacts(&facts); err != nil {
+			return nil, err
+		}
+	}
 	destXML := o.DestXML
 	if destXML == "" {
 		destXML = xml
 	}
-	return &v2proto.Hello{
+	h := &v2proto.Hello{
 		MigrationID: id, Guest: s.Name, Wants: wantsOf(o.Wants), Host: facts, TLS: !o.Insecure,
 		DeviceTree: tree, GuestConfig: destXML,
-	}, nil
+	}
+	if o.SkipDeviceCheck {
+		h.Features = []v2proto.Feature{} // no device-tree feature: the trees are not compared
+		s.log.Warn("libvirt: --skip-device-check: the device trees will NOT be compared")
+	}
+	return h, nil
 }
 
 func wantsOf(w driver.Wants) v2proto.Wants {
@@ -298,13 +316,17 @@ func fillStats(sum *driver.Summary, st *golibvirt.DomainJobInfo) {
 	}
 }
 
-// destReport tells the agent the migration failed here and collects its account.
+// destReport tells the agent the migration failed here (a Progress with status "failed"),
+// collects its account — what the destination QEMU wrote to libvirt's log — and ends the
+// session.
 func (s *Source) destReport(sess *v2proto.Source, code v2proto.AbortCode, cause error) string {
-	res, err := waitResult(context.Background(), sess, 3*time.Second)
-	if err == nil && res != nil {
-		return res.DestError
+	ctx := context.Background()
+	if err := sess.SendProgress(ctx, &v2proto.Progress{Status: "failed", Message: cause.Error()}); err == nil {
+		if res, err := waitResult(ctx, sess, 5*time.Second); err == nil && res != nil {
+			return strings.TrimSpace(res.DestError)
+		}
 	}
-	_ = sess.Abort(context.Background(), code, cause.Error())
+	_ = sess.Abort(ctx, code, cause.Error())
 	return ""
 }
 
@@ -343,4 +365,36 @@ func (s *Source) failed(stage string, err error, dest string) error {
 		me.SourceNote = fmt.Sprintf("domain state %d", state)
 	}
 	return me
+}
+
+// plainLibvirtError turns the binding's virError(Code=…, Domain=…, Message='…') into libvirt's
+// own message, which is what virsh prints.
+func plainLibvirtError(err error) error {
+	var le golibvirt.Error
+	if errors.As(err, &le) && le.Message != "" {
+		return fmt.Errorf("libvirt: %s", le.Message)
+	}
+	return err
+}
+
+// deepFacts asks the domain's QEMU itself, through libvirt's QMP pass-through, which migration
+// capabilities and compression methods it has; libvirt's own limits still apply (it can pass
+// multifd compression only from 9.4).
+func (s *Source) deepFacts(f *v2proto.HostFacts) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	q, err := driver.QEMUFacts(ctx, libvirtqmp.New(s.dom))
+	if err != nil {
+		return fmt.Errorf("libvirt: --deep: %w", err)
+	}
+	f.QEMUVersion, f.Capabilities, f.Parameters = q.QEMUVersion, q.Capabilities, q.Parameters
+	var comp []string
+	for _, c := range f.Compression {
+		if c == "none" || slices.Contains(q.Compression, c) {
+			comp = append(comp, c)
+		}
+	}
+	f.Compression = comp
+	s.log.Warn("libvirt: --deep: QMP pass-through marks the domain tainted (custom-monitor)")
+	return nil
 }

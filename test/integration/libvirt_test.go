@@ -171,7 +171,7 @@ func TestLibvirt(t *testing.T) {
 		t.Fatal(err)
 	}
 	agentCtx, stopAgent := context.WithCancel(context.Background())
-	agent := b.Command(agentCtx, mig2Bin, "agent", "--listen", b.IP+":16520", "--tls-dir", "/etc/pki/qemu", "--libvirt", "qemu:///system")
+	agent := b.Command(agentCtx, mig2Bin, "agent", "--listen", b.IP+":16520", "--tls-dir", "/etc/pki/qemu", "--libvirt", "qemu:///system", "--allow-skip-device-check")
 	agent.Stdout, agent.Stderr = agentLog, agentLog
 	if err := agent.Start(); err != nil {
 		t.Fatal(err)
@@ -246,6 +246,17 @@ func TestLibvirt(t *testing.T) {
 		if out, _ := a.Exec(ctxT(t, 20*time.Second), "virsh", "domjobinfo", "--completed", "qcl"); strings.Contains(string(out), "Data processed") {
 			t.Fatalf("a migration job ran:\n%s", out)
 		}
+
+		// With the check skipped on purpose (and allowed by the agent), libvirt copies the RAM
+		// and the destination QEMU refuses the device state: the source keeps running and the
+		// error carries the destination QEMU's own words from its libvirt log.
+		r = inHost(t, a, "migrate", "--live", "--parallel", "--skip-device-check", "--xml", qdst, "qcl", b.TLSURI)
+		if r.code != exitFailed || !strings.Contains(r.stderr, "virtio-rng") || !strings.Contains(r.stderr, "destination QEMU said") {
+			t.Fatalf("exit %d, want %d with the destination's words about virtio-rng", r.code, exitFailed)
+		}
+		if st := domstate(t, a, "qcl"); st != "running" {
+			t.Fatalf("source after the failed migration: %s", st)
+		}
 	})
 
 	t.Run("extra device only on the destination", func(t *testing.T) {
@@ -265,7 +276,7 @@ func TestLibvirt(t *testing.T) {
 	})
 
 	t.Run("mig2 migrate --live --parallel", func(t *testing.T) {
-		r := inHost(t, a, "migrate", "--json", "--live", "--parallel", "--parallel-connections", "4", "--xml", dstXML, "web", b.TLSURI)
+		r := inHost(t, a, "migrate", "--json", "--deep", "--live", "--parallel", "--parallel-connections", "4", "--xml", dstXML, "web", b.TLSURI)
 		if r.code != 0 {
 			t.Fatalf("exit %d", r.code)
 		}
