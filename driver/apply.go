@@ -21,6 +21,11 @@ func applyPlan(ctx context.Context, ex qmp.Executor, p qemuPlan) (*applied, erro
 	if err := checkV2Plan(p); err != nil {
 		return nil, err
 	}
+	return applyCaps(ctx, ex, p)
+}
+
+// applyCaps sets a plan that its path's guard has checked (applyPlan for v2, applyV1 for v1).
+func applyCaps(ctx context.Context, ex qmp.Executor, p qemuPlan) (*applied, error) {
 	a := &applied{}
 	var err error
 	if a.prevCaps, err = qmp.QueryMigrateCapabilities(ctx, ex); err != nil {

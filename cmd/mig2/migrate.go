@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/sirupsen/logrus"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/mig2/mig2/driver"
 	lvdriver "github.com/mig2/mig2/driver/libvirt"
+	v1 "github.com/mig2/mig2/fallback/v1"
 )
 
 const migrateLong = `Live-migrate a guest with the v2 handshake. mig2 migrate accepts virsh migrate's options with
@@ -33,9 +36,10 @@ safely.
 When v1 is used: v2 is always multifd. A migration that cannot be multifd — --tunnelled,
 --comp-methods xbzrle or mt, --compressed alone, --offline, --postcopy-resume, RDMA, or
 --virsh-exact without --parallel — or an explicit --protocol v1 belongs to the legacy v1 path,
-which does no handshake and compares nothing. mig2 does not run v1 migrations yet: it says so
-and changes nothing (use virsh for them). A destination without an agent is an error unless
---fallback v1 is given, which warns that the device trees were not compared.
+which does no handshake and compares nothing: libvirt's own flow without --parallel, or, with
+--qmp, QEMU's single stream to DESTURI tcp:HOST:PORT (--dest-qmp SOCKET also configures the
+destination QEMU). A destination without an agent is an error unless --fallback v1 is given,
+which warns that the device trees were not compared. TLS is never dropped by a fallback.
 
 mig2's own options: --qmp SOCKET (a plain-QEMU guest), --agent HOST:PORT (default: the
 destination URI's host, port 16520), --tls-dir DIR (default /etc/pki/qemu), --compression
@@ -71,9 +75,6 @@ func newMigrateCmd(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if proto == virshProtoV1 {
-				return usageErrorf("this migration belongs to the legacy v1 path (%s); mig2 does not run v1 migrations yet: use virsh migrate for it", reason)
-			}
 			ctx := cmd.Context()
 			out := cmd.OutOrStdout()
 			rep := newReporter(out, m.JSON || !isTerminal(out))
@@ -83,13 +84,28 @@ func newMigrateCmd(g *globalFlags) *cobra.Command {
 				rep.endLine()
 				rep.mu.Unlock()
 			}()
-			if m.QMP != "" {
-				return migrateQEMU(ctx, m, rep)
+			if proto == virshProtoV1 {
+				logrus.Warnf("mig2: the legacy v1 path (%s): no handshake, the device trees are NOT compared", reason)
+				return migrateV1(ctx, g.connect, m, rep)
 			}
-			if strings.HasPrefix(m.DestURI, "mig2://") {
+			if m.QMP == "" && strings.HasPrefix(m.DestURI, "mig2://") {
 				return usageErrorf("a mig2:// destination is a plain-QEMU agent: name the source guest's QMP socket with --qmp SOCKET")
 			}
-			return migrateLibvirt(ctx, g.connect, m, rep)
+			if m.QMP != "" {
+				err = migrateQEMU(ctx, m, rep)
+			} else {
+				err = migrateLibvirt(ctx, g.connect, m, rep)
+			}
+			if !noAgent(err) || m.Fallback != virshProtoV1 {
+				return err
+			}
+			plan, warning, ferr := fallbackToV1(m)
+			if ferr != nil {
+				return errors.Join(err, ferr)
+			}
+			logrus.Warn("mig2: " + warning)
+			rep.message("warning", warning)
+			return migrateV1(ctx, g.connect, plan, rep)
 		},
 	}
 }
@@ -184,6 +200,100 @@ func migrateLibvirt(ctx context.Context, connect string, m virshMigrate, rep *re
 	}
 	rep.summary(sum)
 	return nil
+}
+
+// noAgent reports whether a v2 migration failed because no agent answered at the destination
+// (the case --fallback v1 is for); nothing had been changed then.
+func noAgent(err error) bool {
+	var ce *driver.ConnectError
+	return errors.As(err, &ce) && strings.HasPrefix(ce.What, "reach the mig2 agent")
+}
+
+// migrateV1 runs the legacy single-stream path: no handshake, no agent.
+func migrateV1(ctx context.Context, connect string, m virshMigrate, rep *reporter) error {
+	if m.QMP != "" {
+		uri := m.MigrateURI
+		if uri == "" && !strings.HasPrefix(m.DestURI, "mig2://") {
+			uri = m.DestURI
+		}
+		if !strings.HasPrefix(uri, "tcp:") && !strings.HasPrefix(uri, "unix:") {
+			return usageErrorf("v1 with --qmp needs QEMU's migration URI (tcp:HOST:PORT or unix:PATH) as DESTURI or --migrateuri, not %q", uri)
+		}
+		set := v1.Settings{Capabilities: m.Capabilities, MaxBandwidth: int64(m.Bandwidth) << 20, TLS: m.TLS, TLSDir: tlsDirOf(m), TLSHostname: m.TLSDestination}
+		if m.AutoConverge {
+			set.Capabilities = append(set.Capabilities, "auto-converge")
+		}
+		if slices.Contains(m.CompMethods, "xbzrle") || (m.Compressed && len(m.CompMethods) == 0) {
+			set.Capabilities = append(set.Capabilities, "xbzrle")
+		}
+		if m.Postcopy {
+			set.Capabilities = append(set.Capabilities, "postcopy-ram")
+		}
+		if set.TLS && set.TLSHostname == "" {
+			set.TLSHostname = uriHostOf(uri)
+		}
+		if m.Timeout > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, m.Timeout)
+			defer cancel()
+		}
+		q, err := driver.OpenQEMU(ctx, m.Domain, m.QMP, logrus.StandardLogger())
+		if err != nil {
+			return err
+		}
+		defer q.Close()
+		rep.message("start", fmt.Sprintf("Migrating %q to %s on the legacy v1 path (TLS %s)", m.Domain, uri, onOff(m.TLS)))
+		sum, err := q.MigrateV1(ctx, driver.V1Options{URI: uri, DestQMP: m.DestQMP, Settings: set,
+			ProgressTimeout: m.ProgressTimeout, KeepSource: m.KeepSource, OnProgress: rep.progress, Log: logrus.StandardLogger()})
+		if err != nil {
+			return err
+		}
+		rep.summary(sum)
+		return nil
+	}
+	flags := libvirtFlags(m)
+	set := func(on bool, f golibvirt.DomainMigrateFlags) {
+		if on {
+			flags |= f
+		}
+	}
+	set(m.P2P, golibvirt.MIGRATE_PEER2PEER)
+	set(m.Tunnelled, golibvirt.MIGRATE_TUNNELLED)
+	set(m.TLS, golibvirt.MIGRATE_TLS)
+	set(m.Compressed, golibvirt.MIGRATE_COMPRESSED)
+	set(m.Postcopy, golibvirt.MIGRATE_POSTCOPY)
+	opts := lvdriver.MigrateOptions{DestURI: m.DestURI, Flags: flags, MigrateURI: m.MigrateURI, ListenAddress: m.ListenAddress,
+		DestName: m.DName, Wants: driver.Wants{MaxBandwidth: int64(m.Bandwidth) << 20}, OnProgress: rep.progress, Log: logrus.StandardLogger()}
+	if m.XML != "" {
+		b, err := os.ReadFile(m.XML)
+		if err != nil {
+			return usageErrorf("cannot read file '%s': %v", m.XML, err)
+		}
+		opts.DestXML = string(b)
+	}
+	src, err := lvdriver.Open(ctx, connect, m.Domain, opts.Log)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	rep.message("start", fmt.Sprintf("Migrating %q to %s through libvirt on the legacy v1 path (TLS %s)", m.Domain, m.DestURI, onOff(m.TLS)))
+	sum, err := src.MigrateV1(ctx, opts, m.CompMethods)
+	if err != nil {
+		return err
+	}
+	rep.summary(sum)
+	return nil
+}
+
+func uriHostOf(uri string) string {
+	rest, ok := strings.CutPrefix(uri, "tcp:")
+	if !ok {
+		return ""
+	}
+	if h, _, err := net.SplitHostPort(rest); err == nil {
+		return h
+	}
+	return ""
 }
 
 // libvirtFlags maps the virsh options that keep their libvirt meaning onto migration flags;

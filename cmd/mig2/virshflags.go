@@ -103,6 +103,8 @@ type virshMigrate struct {
 	Agent           string        // --agent HOST:PORT: the destination's mig2 agent (libvirt path)
 	DowntimeLimit   time.Duration // --downtime-limit
 	Deep            bool          // --deep: QMP pass-through for capabilities (taints the domain)
+	DestQMP         string        // --dest-qmp SOCKET: v1 with --qmp: configure the destination QEMU too
+	Capabilities    []string      // --capabilities a,b: v1 with --qmp: extra capabilities to turn on
 
 	Help bool // --help: show the help and do nothing else
 
@@ -179,6 +181,8 @@ var virshMigrateOpts = []virshOptDef{
 	{name: "agent", kind: virshString, mig2: true},
 	{name: "downtime-limit", kind: virshString, mig2: true},
 	{name: "deep", mig2: true},
+	{name: "dest-qmp", kind: virshString, mig2: true},
+	{name: "capabilities", kind: virshString, mig2: true},
 }
 
 // virshArgError is a command line virsh (and so mig2) refuses, in virsh's words.
@@ -426,6 +430,8 @@ func checkVirshMigrate(raw map[string]string, seen map[string]bool) (virshMigrat
 		func() error { return str("qmp", &m.QMP) },
 		func() error { return str("tls-dir", &m.TLSDir) },
 		func() error { return str("agent", &m.Agent) },
+		func() error { return str("dest-qmp", &m.DestQMP) },
+		func() error { return list("capabilities", &m.Capabilities) },
 		func() error {
 			if err := str("compression", &m.Compression); err != nil {
 				return err

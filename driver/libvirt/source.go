@@ -398,3 +398,50 @@ func (s *Source) deepFacts(f *v2proto.HostFacts) error {
 	s.log.Warn("libvirt: --deep: QMP pass-through marks the domain tainted (custom-monitor)")
 	return nil
 }
+
+// MigrateV1 runs a legacy (v1) migration through libvirt's own flow: MigrateToURI3 without
+// VIR_MIGRATE_PARALLEL, the user's flags as given, no agent and no handshake. mig2 adds its
+// progress and error reporting, and checks the source domain survives a failure.
+func (s *Source) MigrateV1(ctx context.Context, o MigrateOptions, compMethods []string) (*driver.Summary, error) {
+	start := time.Now()
+	sum := &driver.Summary{MigrationID: driver.NewMigrationID(), Guest: s.Name, Protocol: "v1", Peer: o.DestURI}
+	if o.Flags&golibvirt.MIGRATE_PARALLEL != 0 {
+		return nil, fmt.Errorf("libvirt: v1 invariant violated: the legacy path never runs a parallel (multifd) migration")
+	}
+	p := &golibvirt.DomainMigrateParameters{}
+	if len(compMethods) > 0 {
+		p.CompressionSet, p.Compression = true, strings.Join(compMethods, ",")
+	}
+	if o.DestXML != "" {
+		p.DestXMLSet, p.DestXML = true, o.DestXML
+	}
+	if o.MigrateURI != "" {
+		p.URISet, p.URI = true, o.MigrateURI
+	}
+	if o.ListenAddress != "" {
+		p.ListenAddressSet, p.ListenAddress = true, o.ListenAddress
+	}
+	if o.DestName != "" {
+		p.DestNameSet, p.DestName = true, o.DestName
+	}
+	if o.Wants.MaxBandwidth > 0 {
+		if err := s.dom.MigrateSetMaxSpeed(uint64(o.Wants.MaxBandwidth>>20), 0); err != nil {
+			return nil, s.failed("apply", err, "")
+		}
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.dom.MigrateToURI3(o.DestURI, p, o.Flags) }()
+	last, err := s.follow(ctx, done, o.OnProgress)
+	if last != nil {
+		fillStats(sum, last)
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			err = fmt.Errorf("libvirt: %w (%v)", ctx.Err(), err)
+		}
+		return nil, s.failed("migrate", plainLibvirtError(err), "")
+	}
+	sum.DestStatus, sum.SourceAfter = "running (libvirt's confirmation)", "stopped by libvirt"
+	sum.Total = time.Since(start)
+	return sum, nil
+}

@@ -301,6 +301,26 @@ func TestLibvirt(t *testing.T) {
 		t.Logf("web on hostb: memory verified intact, %d pages; %s channels agreed", res.Pages, channels)
 		_ = src
 	})
+
+	t.Run("v1: libvirt's own single-stream flow, back to hosta", func(t *testing.T) {
+		// hosta runs no agent and no hook: v1 needs neither.
+		back := l.write(t, "web-back.xml", webXML)
+		r := inHost(t, b, "migrate", "--json", "--protocol", "v1", "--live", "--p2p", "--tls", "--xml", back, "web", a.TLSURI)
+		if r.code != 0 || r.summary["protocol"] != "v1" {
+			t.Fatalf("exit %d, summary %v", r.code, r.summary)
+		}
+		if !strings.Contains(r.stderr, "NOT compared") {
+			t.Fatalf("no warning that v1 compares nothing:\n%s", r.stderr)
+		}
+		if st := domstate(t, a, "web"); st != "running" {
+			t.Fatalf("web on hosta: %s", st)
+		}
+		back2 := l.console(t, srcSerial)
+		res, err := back2.Verify(ctxT(t, 60*time.Second))
+		if err != nil || !res.OK() || res.Pages == 0 {
+			t.Fatalf("memory after the v1 migration: %+v %v", res, err)
+		}
+	})
 }
 
 // migratableXML is `virsh dumpxml --migratable` of a domain on host h.
