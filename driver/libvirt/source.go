@@ -14,6 +14,7 @@ import (
 	golibvirt "libvirt.org/go/libvirt"
 
 	"github.com/mig2/mig2/driver"
+	"github.com/mig2/mig2/qmp"
 	"github.com/mig2/mig2/qmp/libvirtqmp"
 	"github.com/mig2/mig2/v2proto"
 )
@@ -137,12 +138,16 @@ func (s *Source) Migrate(ctx context.Context, o MigrateOptions) (*driver.Summary
 	}
 	sum.Preflight.Handshake = time.Since(t0)
 
+	// Always set: libvirt keeps a domain's speed across migrations, and an earlier
+	// `migrate-setspeed` would otherwise cap this one. The binding's Bandwidth parameter would
+	// cap postcopy too (FACTS.md), so the speed is set on the domain.
+	speed := uint64(unlimitedMiBps)
 	if sum.Agreed.MaxBandwidth > 0 {
-		// The binding's Bandwidth parameter would cap postcopy too (FACTS.md).
-		if err := s.dom.MigrateSetMaxSpeed(uint64(sum.Agreed.MaxBandwidth>>20), 0); err != nil {
-			_ = sess.Abort(ctx, v2proto.AbortSourceFailed, "setting the bandwidth: "+err.Error())
-			return nil, s.failed("apply", err, "")
-		}
+		speed = uint64(sum.Agreed.MaxBandwidth >> 20)
+	}
+	if err := s.dom.MigrateSetMaxSpeed(speed, 0); err != nil {
+		_ = sess.Abort(ctx, v2proto.AbortSourceFailed, "setting the bandwidth: "+err.Error())
+		return nil, s.failed("apply", err, "")
 	}
 	params, flags := migrateParams(sum.Agreed, o)
 	if err := sess.SendStart(ctx); err != nil {
@@ -153,7 +158,17 @@ func (s *Source) Migrate(ctx context.Context, o MigrateOptions) (*driver.Summary
 	// libvirt's job runs in its own goroutine, owned here; cancel aborts the job.
 	done := make(chan error, 1)
 	go func() { done <- s.dom.MigrateToURI3(o.DestURI, params, flags) }()
-	last, migErr := s.follow(ctx, done, o.OnProgress)
+	var lastKeepalive time.Time
+	last, migErr := s.follow(ctx, done, func(p driver.Progress) {
+		if o.OnProgress != nil {
+			o.OnProgress(p)
+		}
+		// SPEC §4.6: a Progress at least every 10 s keeps the session alive.
+		if time.Since(lastKeepalive) > 5*time.Second {
+			lastKeepalive = time.Now()
+			_ = sess.SendProgress(ctx, &v2proto.Progress{Status: "active", Transferred: p.Transferred, Remaining: p.Remaining, Total: p.Total})
+		}
+	})
 	if st, err := s.dom.GetJobStats(golibvirt.DOMAIN_JOB_STATS_COMPLETED); err == nil && st.DataTotalSet {
 		fillStats(sum, st)
 	} else if last != nil {
@@ -162,11 +177,11 @@ func (s *Source) Migrate(ctx context.Context, o MigrateOptions) (*driver.Summary
 	}
 	if migErr != nil {
 		code := v2proto.AbortSourceFailed
+		migErr = plainLibvirtError(migErr)
 		if ctx.Err() != nil {
 			code = v2proto.AbortCancelled
 			migErr = fmt.Errorf("libvirt: %w (%v)", ctx.Err(), migErr)
 		}
-		migErr = plainLibvirtError(migErr)
 		dest := s.destReport(sess, code, migErr)
 		return nil, s.failed("migrate", migErr, dest)
 	}
@@ -188,6 +203,9 @@ func (s *Source) Migrate(ctx context.Context, o MigrateOptions) (*driver.Summary
 	sum.Total = time.Since(start)
 	return sum, nil
 }
+
+// unlimitedMiBps is libvirt's largest migration speed (QEMU_DOMAIN_MIG_BANDWIDTH_MAX): no cap.
+const unlimitedMiBps = (1<<63 - 1) / (1 << 20)
 
 // migrateParams maps the agreement and the user's options onto libvirt's typed parameters.
 func migrateParams(a driver.Settings, o MigrateOptions) (*golibvirt.DomainMigrateParameters, golibvirt.DomainMigrateFlags) {
@@ -234,6 +252,9 @@ func (s *Source) hello(id string, o MigrateOptions) (*v2proto.Hello, error) {
 	}
 	if o.Deep {
 		if err := s.deepFacts(&facts); err != nil {
+			return nil, err
+		}
+		if err := s.deepDevices(&tree); err != nil {
 			return nil, err
 		}
 	}
@@ -424,10 +445,12 @@ func (s *Source) MigrateV1(ctx context.Context, o MigrateOptions, compMethods []
 	if o.DestName != "" {
 		p.DestNameSet, p.DestName = true, o.DestName
 	}
+	speed := uint64(unlimitedMiBps)
 	if o.Wants.MaxBandwidth > 0 {
-		if err := s.dom.MigrateSetMaxSpeed(uint64(o.Wants.MaxBandwidth>>20), 0); err != nil {
-			return nil, s.failed("apply", err, "")
-		}
+		speed = uint64(o.Wants.MaxBandwidth >> 20)
+	}
+	if err := s.dom.MigrateSetMaxSpeed(speed, 0); err != nil {
+		return nil, s.failed("apply", err, "")
 	}
 	done := make(chan error, 1)
 	go func() { done <- s.dom.MigrateToURI3(o.DestURI, p, o.Flags) }()
@@ -444,4 +467,53 @@ func (s *Source) MigrateV1(ctx context.Context, o MigrateOptions, compMethods []
 	sum.DestStatus, sum.SourceAfter = "running (libvirt's confirmation)", "stopped by libvirt"
 	sum.Total = time.Since(start)
 	return sum, nil
+}
+
+// deepDevices reads the QOM device tree through QMP pass-through and adds to the XML's tree
+// every device QEMU has that libvirt does not know (hot-plugged through QMP behind libvirt's
+// back): the destination, built from the XML, will lack it, and the diff says so before any RAM
+// moves instead of the destination failing at device load.
+func (s *Source) deepDevices(tree *v2proto.DeviceTree) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	live, err := s.dom.GetXMLDesc(0) // aliases are the QOM ids libvirt gave its devices
+	if err != nil {
+		return fmt.Errorf("libvirt: --deep: domain XML: %w", err)
+	}
+	known, err := knownIDs([]byte(live))
+	if err != nil {
+		return err
+	}
+	qt, err := qmp.ReadDeviceTree(ctx, libvirtqmp.New(s.dom))
+	if err != nil {
+		return fmt.Errorf("libvirt: --deep: %w", err)
+	}
+	for _, d := range qt.Devices {
+		if d.ID == "" || known[d.ID] {
+			continue
+		}
+		tree.Devices = append(tree.Devices, v2proto.Device{ID: "qom:" + d.ID, Type: d.Type,
+			Props: map[string]string{"info.source": "in QEMU but not in the domain XML (hot-plugged behind libvirt's back?)"}})
+	}
+	slices.SortFunc(tree.Devices, func(a, b v2proto.Device) int { return strings.Compare(a.ID, b.ID) })
+	return nil
+}
+
+// knownIDs are the device ids a domain XML accounts for: libvirt's aliases and the ids of
+// <qemu:commandline> devices.
+func knownIDs(xml []byte) (map[string]bool, error) {
+	tree, _, err := TreeFromXML(xml)
+	if err != nil {
+		return nil, err
+	}
+	known := map[string]bool{}
+	for _, d := range tree.Devices {
+		if a := d.Props["info.alias"]; a != "" {
+			known[a] = true
+		}
+		if id, ok := strings.CutPrefix(d.ID, "qemu:commandline/"); ok {
+			known[id] = true
+		}
+	}
+	return known, nil
 }

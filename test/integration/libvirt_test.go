@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -257,6 +258,50 @@ func TestLibvirt(t *testing.T) {
 		if st := domstate(t, a, "qcl"); st != "running" {
 			t.Fatalf("source after the failed migration: %s", st)
 		}
+
+		// --deep: a device hot-plugged through QMP behind libvirt's back is in no XML; the QOM
+		// tree read through QMP pass-through finds it before any RAM moves.
+		if out, err := a.Exec(ctxT(t, 20*time.Second), "virsh", "qemu-monitor-command", "qcl",
+			`{"execute":"device_add","arguments":{"driver":"usb-tablet","id":"hot0"}}`); err != nil || strings.Contains(string(out), "error") {
+			t.Fatalf("hot-plug: %v %s", err, out)
+		}
+		full := l.write(t, "qcl-full.xml", strings.ReplaceAll(migratableXML(t, a, "qcl"), qs, filepath.Join(l.dir, "q-b.sock")))
+		r = inHost(t, a, "migrate", "--deep", "--live", "--parallel", "--xml", full, "qcl", b.TLSURI)
+		if r.code != exitIncompatible || !strings.Contains(r.stderr, "qom:hot0") {
+			t.Fatalf("--deep: exit %d, want %d with a diff naming qom:hot0", r.code, exitIncompatible)
+		}
+	})
+
+	t.Run("cancel mid-migration", func(t *testing.T) {
+		cmd := a.Command(ctxT(t, 2*time.Minute), mig2Bin, "migrate", "--json", "--live", "--parallel", "--bandwidth", "4", "--xml", dstXML, "web", b.TLSURI)
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			out, _ := a.Exec(ctxT(t, 10*time.Second), "virsh", "domjobinfo", "web")
+			if strings.Contains(string(out), "Data processed") && !strings.Contains(string(out), "Data processed:   0") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the migration never started moving data:\n%s", out)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		// SIGINT to mig2 itself (nsenter's child), as a user's Ctrl-C would reach it.
+		_ = syscall.Kill(childOf(t, cmd.Process.Pid), syscall.SIGINT)
+		err := cmd.Wait()
+		if code := exitOf(err); code != exitCancelled {
+			t.Fatalf("after SIGINT: exit %d, want %d\n%s", code, exitCancelled, stderr.String())
+		}
+		if st := domstate(t, a, "web"); st != "running" {
+			t.Fatalf("source after the cancel: %s", st)
+		}
+		if st := domstate(t, b, "web"); st == "running" {
+			t.Fatal("the guest runs on both hosts")
+		}
 	})
 
 	t.Run("extra device only on the destination", func(t *testing.T) {
@@ -331,6 +376,22 @@ func migratableXML(t *testing.T, h *lab.Host, name string) string {
 		t.Fatalf("dumpxml %s: %v", name, err)
 	}
 	return string(out)
+}
+
+// childOf is the first child of pid (nsenter forks the command it runs into the namespaces).
+func childOf(t *testing.T, pid int) int {
+	t.Helper()
+	for i := 0; i < 50; i++ {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+		if f := strings.Fields(string(b)); len(f) > 0 {
+			var c int
+			fmt.Sscan(f[0], &c)
+			return c
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("process %d has no child", pid)
+	return 0
 }
 
 func waitFile(t *testing.T, path string) {
