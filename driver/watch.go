@@ -2,7 +2,6 @@ package driver
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -81,7 +80,7 @@ type StallError struct {
 }
 
 func (e *StallError) Error() string {
-	return fmt.Sprintf("driver: migration made no progress for %s (status %s, %s sent): cancelled", e.For.Round(time.Second), e.Status, fmtBytes(e.Transferred))
+	return fmt.Sprintf("driver: migration made no progress for %s (status %s, %s sent): cancelled", e.For.Round(time.Second), e.Status, FormatBytes(e.Transferred))
 }
 
 // QEMUMigrationError is a migration the source QEMU reported failed, with its own words.
@@ -208,9 +207,8 @@ func ensureRunning(ctx context.Context, ex qmp.Executor) (resumed bool, err erro
 	return false, fmt.Errorf("driver: the source guest is %s, not running", st.Status)
 }
 
-var errNotRunning = errors.New("driver: guest not running")
-
-func fmtBytes(n uint64) string {
+// FormatBytes renders a byte count for people: 1023 B, 1.5 GiB.
+func FormatBytes(n uint64) string {
 	const unit = 1024
 	if n < unit {
 		return fmt.Sprintf("%d B", n)

@@ -1,11 +1,12 @@
 package main
 
 import (
-	"fmt"
 	"net"
 	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/mig2/mig2/driver"
 )
 
 // defaultAgentPort is where `mig2 agent` listens unless told otherwise, next to libvirtd's
@@ -94,15 +95,4 @@ func parseGuestSpecs(in []string) ([]guestSpec, error) {
 	return out, nil
 }
 
-func humanBytes(n uint64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := uint64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
+func humanBytes(n uint64) string { return driver.FormatBytes(n) }

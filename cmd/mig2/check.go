@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -25,13 +24,8 @@ it would be refused.
 ` + exitCodeTable,
 		DisableFlagParsing: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			m, err := parseVirshMigrate(args)
+			m, err := parseMigrateArgs(cmd, args)
 			if err != nil {
-				var ve *virshArgError
-				if errors.As(err, &ve) {
-					ve.write(cmd.OutOrStdout(), cmd.ErrOrStderr())
-					return &exitStatus{code: virshExitFailure}
-				}
 				return err
 			}
 			if m.Help {

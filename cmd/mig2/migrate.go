@@ -59,13 +59,8 @@ func newMigrateCmd(g *globalFlags) *cobra.Command {
 		Long:               migrateLong,
 		DisableFlagParsing: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			m, err := parseVirshMigrate(args)
+			m, err := parseMigrateArgs(cmd, args)
 			if err != nil {
-				var ve *virshArgError
-				if errors.As(err, &ve) {
-					ve.write(cmd.OutOrStdout(), cmd.ErrOrStderr())
-					return &exitStatus{code: virshExitFailure}
-				}
 				return err
 			}
 			if m.Help {
@@ -181,12 +176,9 @@ func migrateLibvirt(ctx context.Context, connect string, m virshMigrate, rep *re
 		ListenAddress: m.ListenAddress, DestName: m.DName, SkipDeviceCheck: m.SkipDeviceCheck,
 		Deep: m.Deep, OnProgress: rep.progress, Log: logrus.StandardLogger(),
 	}
-	if m.XML != "" {
-		b, err := os.ReadFile(m.XML)
-		if err != nil {
-			return usageErrorf("cannot read file '%s': %v", m.XML, err)
-		}
-		opts.DestXML = string(b)
+	var err error
+	if opts.DestXML, err = readDestXML(m); err != nil {
+		return err
 	}
 	src, err := lvdriver.Open(ctx, connect, m.Domain, opts.Log)
 	if err != nil {
@@ -200,6 +192,30 @@ func migrateLibvirt(ctx context.Context, connect string, m virshMigrate, rep *re
 	}
 	rep.summary(sum)
 	return nil
+}
+
+// readDestXML reads --xml, the domain XML the destination should create ("" when not given).
+func readDestXML(m virshMigrate) (string, error) {
+	if m.XML == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(m.XML)
+	if err != nil {
+		return "", usageErrorf("cannot read file '%s': %v", m.XML, err)
+	}
+	return string(b), nil
+}
+
+// parseMigrateArgs parses migrate's (and check's) arguments the way virsh does; a command line
+// virsh would refuse is printed in virsh's words and ends with virsh's status.
+func parseMigrateArgs(cmd *cobra.Command, args []string) (virshMigrate, error) {
+	m, err := parseVirshMigrate(args)
+	var ve *virshArgError
+	if errors.As(err, &ve) {
+		ve.write(cmd.OutOrStdout(), cmd.ErrOrStderr())
+		return m, &exitStatus{code: virshExitFailure}
+	}
+	return m, err
 }
 
 // noAgent reports whether a v2 migration failed because no agent answered at the destination
@@ -264,12 +280,9 @@ func migrateV1(ctx context.Context, connect string, m virshMigrate, rep *reporte
 	set(m.Postcopy, golibvirt.MIGRATE_POSTCOPY)
 	opts := lvdriver.MigrateOptions{DestURI: m.DestURI, Flags: flags, MigrateURI: m.MigrateURI, ListenAddress: m.ListenAddress,
 		DestName: m.DName, Wants: driver.Wants{MaxBandwidth: int64(m.Bandwidth) << 20}, OnProgress: rep.progress, Log: logrus.StandardLogger()}
-	if m.XML != "" {
-		b, err := os.ReadFile(m.XML)
-		if err != nil {
-			return usageErrorf("cannot read file '%s': %v", m.XML, err)
-		}
-		opts.DestXML = string(b)
+	var err error
+	if opts.DestXML, err = readDestXML(m); err != nil {
+		return err
 	}
 	src, err := lvdriver.Open(ctx, connect, m.Domain, opts.Log)
 	if err != nil {

@@ -141,11 +141,7 @@ func (s *Source) Migrate(ctx context.Context, o MigrateOptions) (*driver.Summary
 	// Always set: libvirt keeps a domain's speed across migrations, and an earlier
 	// `migrate-setspeed` would otherwise cap this one. The binding's Bandwidth parameter would
 	// cap postcopy too (FACTS.md), so the speed is set on the domain.
-	speed := uint64(unlimitedMiBps)
-	if sum.Agreed.MaxBandwidth > 0 {
-		speed = uint64(sum.Agreed.MaxBandwidth >> 20)
-	}
-	if err := s.dom.MigrateSetMaxSpeed(speed, 0); err != nil {
+	if err := s.setSpeed(sum.Agreed.MaxBandwidth); err != nil {
 		_ = sess.Abort(ctx, v2proto.AbortSourceFailed, "setting the bandwidth: "+err.Error())
 		return nil, s.failed("apply", err, "")
 	}
@@ -204,6 +200,33 @@ func (s *Source) Migrate(ctx context.Context, o MigrateOptions) (*driver.Summary
 	return sum, nil
 }
 
+// setCommon sets the parameters both paths pass as the user gave them: --xml, --migrateuri,
+// --listen-address, --dname.
+func (o MigrateOptions) setCommon(p *golibvirt.DomainMigrateParameters) {
+	if o.DestXML != "" {
+		p.DestXMLSet, p.DestXML = true, o.DestXML
+	}
+	if o.MigrateURI != "" {
+		p.URISet, p.URI = true, o.MigrateURI
+	}
+	if o.ListenAddress != "" {
+		p.ListenAddressSet, p.ListenAddress = true, o.ListenAddress
+	}
+	if o.DestName != "" {
+		p.DestNameSet, p.DestName = true, o.DestName
+	}
+}
+
+// setSpeed sets the domain's migration speed (bytes/s; 0 = unlimited). Always set: libvirt
+// keeps a domain's speed across migrations, and an earlier cap would otherwise apply.
+func (s *Source) setSpeed(bps int64) error {
+	speed := uint64(unlimitedMiBps)
+	if bps > 0 {
+		speed = uint64(bps >> 20)
+	}
+	return s.dom.MigrateSetMaxSpeed(speed, 0)
+}
+
 // unlimitedMiBps is libvirt's largest migration speed (QEMU_DOMAIN_MIG_BANDWIDTH_MAX): no cap.
 const unlimitedMiBps = (1<<63 - 1) / (1 << 20)
 
@@ -222,18 +245,7 @@ func migrateParams(a driver.Settings, o MigrateOptions) (*golibvirt.DomainMigrat
 	if a.Postcopy {
 		flags |= golibvirt.MIGRATE_POSTCOPY
 	}
-	if o.DestXML != "" {
-		p.DestXMLSet, p.DestXML = true, o.DestXML
-	}
-	if o.MigrateURI != "" {
-		p.URISet, p.URI = true, o.MigrateURI
-	}
-	if o.ListenAddress != "" {
-		p.ListenAddressSet, p.ListenAddress = true, o.ListenAddress
-	}
-	if o.DestName != "" {
-		p.DestNameSet, p.DestName = true, o.DestName
-	}
+	o.setCommon(p)
 	return p, flags
 }
 
@@ -433,23 +445,8 @@ func (s *Source) MigrateV1(ctx context.Context, o MigrateOptions, compMethods []
 	if len(compMethods) > 0 {
 		p.CompressionSet, p.Compression = true, strings.Join(compMethods, ",")
 	}
-	if o.DestXML != "" {
-		p.DestXMLSet, p.DestXML = true, o.DestXML
-	}
-	if o.MigrateURI != "" {
-		p.URISet, p.URI = true, o.MigrateURI
-	}
-	if o.ListenAddress != "" {
-		p.ListenAddressSet, p.ListenAddress = true, o.ListenAddress
-	}
-	if o.DestName != "" {
-		p.DestNameSet, p.DestName = true, o.DestName
-	}
-	speed := uint64(unlimitedMiBps)
-	if o.Wants.MaxBandwidth > 0 {
-		speed = uint64(o.Wants.MaxBandwidth >> 20)
-	}
-	if err := s.dom.MigrateSetMaxSpeed(speed, 0); err != nil {
+	o.setCommon(p)
+	if err := s.setSpeed(o.Wants.MaxBandwidth); err != nil {
 		return nil, s.failed("apply", err, "")
 	}
 	done := make(chan error, 1)
