@@ -317,17 +317,18 @@ func (s *source) follow(ctx context.Context, sess *v2proto.Source, applied *appl
 			}
 		}
 	}()
+	forward := make(chan struct{})
 	defer func() {
 		stopRead()
 		sess.Close()
 		<-readerDone
+		<-forward
 	}()
 
 	// Errors from the destination end the watch; a Result during the run is a failure report.
 	peerErr := make(chan error, 1)
 	var early *peerEvent
-	forward := make(chan struct{})
-	go func() {
+	go func() { // owned here too: ends when an event arrives or reading stops
 		defer close(forward)
 		select {
 		case ev := <-events:
