@@ -53,3 +53,40 @@ fuzz: deps
 
 clean:
 	rm -rf bin
+
+## install: bin/mig2 to $(DESTDIR)$(PREFIX)/bin and the agent's systemd unit to
+## $(DESTDIR)$(UNITDIR) (default $(PREFIX)/lib/systemd/system: systemd searches
+## /usr/local/lib/systemd/system, and PREFIX=/usr gives /usr/lib/systemd/system, a distribution
+## package's place). The unit's ExecStart is rewritten to $(PREFIX)/bin/mig2. Then, as root:
+## `systemctl daemon-reload`, `mig2 hook install`, restart libvirtd, `systemctl enable --now
+## mig2-agent` (packaging/README.md).
+PREFIX  ?= /usr/local
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+UNIT    := packaging/mig2-agent.service
+
+.PHONY: install test-vagrant lint-units
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(UNITDIR)
+	install -m 755 $(BIN) $(DESTDIR)$(PREFIX)/bin/mig2
+	sed 's|/usr/local/bin/mig2|$(PREFIX)/bin/mig2|g' $(UNIT) > $(DESTDIR)$(UNITDIR)/mig2-agent.service.tmp
+	chmod 644 $(DESTDIR)$(UNITDIR)/mig2-agent.service.tmp
+	mv $(DESTDIR)$(UNITDIR)/mig2-agent.service.tmp $(DESTDIR)$(UNITDIR)/mig2-agent.service
+
+## test-vagrant: installs the Debian packages vagrant and vagrant-libvirt if missing, then
+## `vagrant validate` on vagrant/Vagrantfile with the libvirt provider (no box is needed).
+test-vagrant:
+	@missing=; for p in vagrant vagrant-libvirt; do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "test-vagrant: installing$$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q --no-install-recommends $$missing </dev/null >/dev/null 2>&1 || \
+	  { apt-get update -q </dev/null >/dev/null && apt-get install -y -q --no-install-recommends $$missing </dev/null; }; \
+	fi
+	cd vagrant && VAGRANT_DEFAULT_PROVIDER=libvirt VAGRANT_CHECKPOINT_DISABLE=1 vagrant validate </dev/null
+
+## lint-units: `systemd-analyze verify` on the agent's unit where systemd is installed, else
+## packaging's own check of its sections and keys (the same test `go test ./...` runs).
+lint-units:
+	$(GO) test -count=1 -run TestUnit -v ./packaging/

@@ -10,7 +10,7 @@
 //	out, err := a.Exec(ctx, "virsh", "-c", b.URI, "version")            // qemu+tcp://10.77.0.2/system
 //	out, err = a.Exec(ctx, "virsh", "migrate", "--live", "g", b.TLSURI) // qemu+tls://hostb.lab/system
 //
-// The per-host provisioning is provision.sh, shared with vagrant/ so that the lab and the
+// The per-host provisioning is vagrant/provision.sh, the Vagrant lab's own provisioning so that the lab and the
 // Vagrant boxes are configured by the same code. Down signals only the lab's own processes, by
 // PID; if the test process dies first, the namespaces collapse by themselves (Pdeathsig and
 // unshare --kill-child). Needs root, util-linux, iproute2, gnutls-bin and libvirt-daemon-system.

@@ -3,7 +3,6 @@ package lab
 import (
 	"bytes"
 	"context"
-	_ "embed"
 	"errors"
 	"fmt"
 	"os"
@@ -14,9 +13,6 @@ import (
 	"syscall"
 	"time"
 )
-
-//go:embed provision.sh
-var provisionScript []byte
 
 // Net is the lab's /24. Its addresses exist only inside the lab's network namespaces, so labs
 // running side by side may all use it.
@@ -55,7 +51,7 @@ type Lab struct {
 // Up builds the lab under dir (which must not exist or be empty; keep it short and off /etc):
 // for each host, namespaces whose PID 1 reaps orphans, an overlay on /etc, a tmpfs /run, private
 // /var/{lib,log,cache}/libvirt and /sys; a veth pair between the two network namespaces; then
-// provision.sh in each host (certificates, libvirtd.conf, virtlogd, libvirtd --listen). It
+// vagrant/provision.sh in each host (certificates, libvirtd.conf, virtlogd, libvirtd --listen). It
 // returns once each libvirtd answers the other over qemu+tcp. On failure it tears down what it
 // built. Needs root.
 func Up(ctx context.Context, dir string) (l *Lab, err error) {
@@ -80,9 +76,11 @@ func Up(ctx context.Context, dir string) (l *Lab, err error) {
 	if err := os.MkdirAll(l.CADir, 0o700); err != nil {
 		return l, fmt.Errorf("lab: %w", err)
 	}
-	script := filepath.Join(dir, "provision.sh")
-	if err := os.WriteFile(script, provisionScript, 0o755); err != nil {
-		return l, fmt.Errorf("lab: %w", err)
+	// The lab provisions its hosts with the vagrant lab's own script, vagrant/provision.sh, so
+	// every test run exercises the provisioning the Vagrant VMs get.
+	script, err := vagrantProvisionScript()
+	if err != nil {
+		return l, err
 	}
 	for i, name := range hostNames {
 		h := &Host{Name: name, FQDN: name + ".lab", IP: fmt.Sprintf("%s.%d", Net, i+1), Dir: filepath.Join(dir, name)}
@@ -107,7 +105,7 @@ func Up(ctx context.Context, dir string) (l *Lab, err error) {
 	for _, h := range l.Hosts {
 		go func() { // both hosts at once; provision.sh locks the shared CA itself
 			out, err := h.Command(ctx, "env", "LAB_HOSTS="+strings.Join(hosts, " "), "LAB_CA_DIR="+l.CADir,
-				"LAB_START=manual", script, h.Name, h.IP).CombinedOutput()
+				"LAB_START=manual", "bash", script, h.Name, h.IP).CombinedOutput()
 			if err != nil {
 				err = fmt.Errorf("lab: provision %s: %w: %s", h.Name, err, bytes.TrimSpace(out))
 			}
@@ -129,6 +127,28 @@ func Up(ctx context.Context, dir string) (l *Lab, err error) {
 		}
 	}
 	return l, nil
+}
+
+// vagrantProvisionScript finds vagrant/provision.sh in this checkout: the directory holding
+// go.mod, walking up from the working directory (go test runs in the package's directory).
+// (Embedding cannot reach outside the package directory, and the script lives in vagrant/.)
+func vagrantProvisionScript() (string, error) {
+	wd, err := os.Getwd()
+	if err != nil {
+		return "", fmt.Errorf("lab: %w", err)
+	}
+	for dir := wd; ; dir = filepath.Dir(dir) {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			script := filepath.Join(dir, "vagrant", "provision.sh")
+			if _, err := os.Stat(script); err != nil {
+				return "", fmt.Errorf("lab: the hosts' provisioning script: %w", err)
+			}
+			return script, nil
+		}
+		if filepath.Dir(dir) == dir {
+			return "", fmt.Errorf("lab: no go.mod in %s or above: run the lab from inside the mig2 checkout (it provisions with vagrant/provision.sh)", wd)
+		}
+	}
 }
 
 func preflight() error {
