@@ -98,6 +98,13 @@ func Classify(err error) Class {
 	if errors.As(err, &me) && !me.SourceRunning {
 		return ClassGuestUnknown
 	}
+	// A connection that timed out is a connection failure, not a cancel: check it first (the
+	// caller returns ctx.Err() itself when the user cancelled).
+	var ce *ConnectError
+	var vc *v2proto.ConnError
+	if errors.As(err, &ce) || errors.As(err, &vc) {
+		return ClassConnect
+	}
 	switch {
 	case err == nil:
 		return ClassInternal
@@ -105,11 +112,6 @@ func Classify(err error) Class {
 		return ClassCancelled
 	case errors.Is(err, v2proto.ErrRefused), errors.Is(err, v2proto.ErrDeviceMismatch), errors.Is(err, ErrStaleSource):
 		return ClassIncompatible
-	}
-	var ce *ConnectError
-	var vc *v2proto.ConnError
-	if errors.As(err, &ce) || errors.As(err, &vc) {
-		return ClassConnect
 	}
 	var ae *v2proto.AbortError
 	if errors.As(err, &ae) && ae.Code == v2proto.AbortCancelled {

@@ -223,14 +223,13 @@ func (s *source) dial(ctx context.Context) (*v2proto.Source, error) {
 	// A port where something that is not an agent listens must fail fast: shorter than
 	// SPEC §9.2's recommended 10 s, which an implementation may lower.
 	cfg.HandshakeTimeout = dialTimeout
-	dctx, cancel := context.WithTimeout(ctx, cfg.HandshakeTimeout)
-	defer cancel()
-	sess, err := v2proto.Dial(dctx, s.opts.Dest, cfg)
+	// v2proto bounds connect, TLS and preambles with HandshakeTimeout itself.
+	sess, err := v2proto.Dial(ctx, s.opts.Dest, cfg)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		if errors.Is(err, os.ErrDeadlineExceeded) {
+		if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) {
 			err = fmt.Errorf("no mig2 agent answered within %s (is something else listening on that port?): %w", dialTimeout, err)
 		}
 		return nil, &ConnectError{What: "reach the mig2 agent at " + s.opts.Dest, Err: err}

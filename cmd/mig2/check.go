@@ -10,15 +10,17 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mig2/mig2/driver"
+	lvdriver "github.com/mig2/mig2/driver/libvirt"
 )
 
 func newCheckCmd(g *globalFlags) *cobra.Command {
 	return &cobra.Command{
-		Use:   "check [migrate options] --qmp SOCKET NAME mig2://HOST[:PORT]",
+		Use:   "check [migrate options] DOMAIN DESTURI",
 		Short: "Run the v2 handshake and report compatibility, without migrating",
 		Long: `Run the v2 handshake with the destination's agent up to the agreement and print what would
-be agreed and how the two device trees compare. Nothing is changed on either QEMU. It takes
-the options of mig2 migrate. Exits 0 when the migration would be accepted, 3 with the diff when
+be agreed and how the two device trees compare. Nothing is changed on either side. It takes
+the options of mig2 migrate: a libvirt domain and its destination URI, or --qmp SOCKET NAME
+mig2://HOST[:PORT] for a plain QEMU. Exits 0 when the migration would be accepted, 3 with the diff when
 it would be refused.
 
 ` + exitCodeTable,
@@ -32,7 +34,7 @@ it would be refused.
 				return cmd.Help()
 			}
 			if m.QMP == "" {
-				return usageErrorf("mig2 check needs --qmp SOCKET (plain-QEMU guests); for a libvirt domain run mig2 migrate, which refuses before anything moves")
+				return checkLibvirt(cmd, g.connect, m)
 			}
 			dest, err := parseDestURI(m.DestURI)
 			if err != nil {
@@ -52,6 +54,34 @@ it would be refused.
 			return err
 		},
 	}
+}
+
+// checkLibvirt is mig2 check for a libvirt domain: the same handshake as mig2 migrate, then an
+// Abort instead of the migration.
+func checkLibvirt(cmd *cobra.Command, connect string, m virshMigrate) error {
+	agent := m.Agent
+	if agent == "" {
+		var err error
+		if agent, err = lvdriver.AgentAddress(m.DestURI); err != nil {
+			return usageErrorf("%v", err)
+		}
+	}
+	opts := lvdriver.MigrateOptions{DestURI: m.DestURI, Agent: agent, Wants: wantsOf(m), TLSDir: tlsDirOf(m), Insecure: m.Insecure,
+		ServerName: m.TLSDestination, SkipDeviceCheck: m.SkipDeviceCheck, Deep: m.Deep, Log: logrus.StandardLogger()}
+	var err error
+	if opts.DestXML, err = readDestXML(m); err != nil {
+		return err
+	}
+	src, err := lvdriver.Open(cmd.Context(), connect, m.Domain, opts.Log)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	rep, err := src.Check(cmd.Context(), opts)
+	if rep != nil {
+		printCheck(cmd.OutOrStdout(), rep, m.JSON)
+	}
+	return err
 }
 
 func printCheck(w io.Writer, rep *driver.CheckReport, asJSON bool) {

@@ -514,3 +514,46 @@ func knownIDs(xml []byte) (map[string]bool, error) {
 	}
 	return known, nil
 }
+
+// Check runs the handshake with the agent up to the agreement and reports, without migrating:
+// what would be agreed and how the device trees compare (mig2 check).
+func (s *Source) Check(ctx context.Context, o MigrateOptions) (*driver.CheckReport, error) {
+	if o.Log == nil {
+		o.Log = s.log
+	}
+	hello, err := s.hello(driver.NewMigrationID(), o)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := driver.ProtoConfig(o.TLSDir, o.Insecure, o.Log)
+	if err != nil {
+		return nil, err
+	}
+	cfg.ServerName = o.ServerName
+	cfg.HandshakeTimeout = 4 * time.Second
+	sess, err := v2proto.Dial(ctx, o.Agent, cfg)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, &driver.ConnectError{What: "reach the mig2 agent at " + o.Agent, Err: err}
+	}
+	defer sess.Close()
+	if err := sess.SendHello(ctx, hello); err != nil {
+		return nil, err
+	}
+	offer, err := sess.ReadOffer(ctx)
+	if err != nil {
+		return nil, err
+	}
+	hello = sess.Hello()
+	rep := &driver.CheckReport{Peer: o.DestURI, Guest: s.Name, SourceQEMU: hello.Host.QEMUVersion, DestQEMU: offer.Host.QEMUVersion,
+		Diff: v2proto.DiffTrees(&hello.DeviceTree, &offer.DeviceTree)}
+	agreed, negErr := v2proto.Negotiate(hello, offer)
+	if negErr == nil {
+		st := driver.SettingsOf(agreed)
+		rep.Agreed, rep.Adjustments, rep.Compatible = &st, driver.AdjustmentsOf(agreed), true
+	}
+	_ = sess.Abort(ctx, v2proto.AbortCancelled, "mig2 check: compatibility report only, no migration")
+	return rep, negErr
+}

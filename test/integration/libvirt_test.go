@@ -304,6 +304,23 @@ func TestLibvirt(t *testing.T) {
 		}
 	})
 
+	t.Run("mig2 check", func(t *testing.T) {
+		ok := inHost(t, a, "check", "--xml", dstXML, "web", b.TLSURI)
+		if ok.code != 0 || !strings.Contains(ok.stdout, "compatible") || strings.Contains(ok.stdout, "NOT compatible") {
+			t.Fatalf("check of a compatible migration: exit %d\n%s", ok.code, ok.stdout)
+		}
+		x := strings.ReplaceAll(webXML, srcSerial, dstSerial)
+		x = strings.Replace(x, "<domain ", "<domain xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0' ", 1)
+		x = strings.Replace(x, "</domain>", "<qemu:commandline><qemu:arg value='-device'/><qemu:arg value='virtio-balloon-pci,id=xcheck0,bus=pcie.0,addr=0x9'/></qemu:commandline></domain>", 1)
+		bad := inHost(t, a, "check", "--xml", l.write(t, "web-check.xml", x), "web", b.TLSURI)
+		if bad.code != exitIncompatible || !strings.Contains(bad.stdout, "NOT compatible") || !strings.Contains(bad.stdout, "xcheck0") {
+			t.Fatalf("check of an incompatible migration: exit %d\n%s", bad.code, bad.stdout)
+		}
+		if st := domstate(t, a, "web"); st != "running" {
+			t.Fatalf("web after mig2 check: %s", st)
+		}
+	})
+
 	t.Run("extra device only on the destination", func(t *testing.T) {
 		x := strings.ReplaceAll(webXML, srcSerial, dstSerial)
 		if !strings.Contains(x, "xmlns:qemu=") {
