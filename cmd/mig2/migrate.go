@@ -267,18 +267,7 @@ func migrateV1(ctx context.Context, connect string, m virshMigrate, rep *reporte
 		rep.summary(sum)
 		return nil
 	}
-	flags := libvirtFlags(m)
-	set := func(on bool, f golibvirt.DomainMigrateFlags) {
-		if on {
-			flags |= f
-		}
-	}
-	set(m.P2P, golibvirt.MIGRATE_PEER2PEER)
-	set(m.Tunnelled, golibvirt.MIGRATE_TUNNELLED)
-	set(m.TLS, golibvirt.MIGRATE_TLS)
-	set(m.Compressed, golibvirt.MIGRATE_COMPRESSED)
-	set(m.Postcopy, golibvirt.MIGRATE_POSTCOPY)
-	opts := lvdriver.MigrateOptions{DestURI: m.DestURI, Flags: flags, MigrateURI: m.MigrateURI, ListenAddress: m.ListenAddress,
+	opts := lvdriver.MigrateOptions{DestURI: m.DestURI, Flags: libvirtV1Flags(m), MigrateURI: m.MigrateURI, ListenAddress: m.ListenAddress,
 		DestName: m.DName, Wants: driver.Wants{MaxBandwidth: int64(m.Bandwidth) << 20}, OnProgress: rep.progress, Log: logrus.StandardLogger()}
 	var err error
 	if opts.DestXML, err = readDestXML(m); err != nil {
@@ -307,6 +296,25 @@ func uriHostOf(uri string) string {
 		return h
 	}
 	return ""
+}
+
+// libvirtV1Flags are the v1 path's flags: on top of libvirtFlags, the user's own choice of
+// peer-to-peer, tunnelling, TLS, compression and postcopy (on v2 those come from the agreement).
+func libvirtV1Flags(m virshMigrate) golibvirt.DomainMigrateFlags {
+	return libvirtFlags(m) | flagsIf(map[golibvirt.DomainMigrateFlags]bool{
+		golibvirt.MIGRATE_PEER2PEER: m.P2P, golibvirt.MIGRATE_TUNNELLED: m.Tunnelled, golibvirt.MIGRATE_TLS: m.TLS,
+		golibvirt.MIGRATE_COMPRESSED: m.Compressed, golibvirt.MIGRATE_POSTCOPY: m.Postcopy,
+	})
+}
+
+func flagsIf(set map[golibvirt.DomainMigrateFlags]bool) golibvirt.DomainMigrateFlags {
+	var f golibvirt.DomainMigrateFlags
+	for flag, on := range set {
+		if on {
+			f |= flag
+		}
+	}
+	return f
 }
 
 // libvirtFlags maps the virsh options that keep their libvirt meaning onto migration flags;

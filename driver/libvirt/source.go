@@ -113,18 +113,9 @@ func (s *Source) Migrate(ctx context.Context, o MigrateOptions) (*driver.Summary
 	}
 	sum.Preflight.Facts = time.Since(start)
 	t0 := time.Now()
-	cfg, err := driver.ProtoConfig(o.TLSDir, o.Insecure, log)
+	sess, err := dialAgent(ctx, o, log)
 	if err != nil {
 		return nil, err
-	}
-	cfg.ServerName = o.ServerName
-	cfg.HandshakeTimeout = 4 * time.Second
-	sess, err := v2proto.Dial(ctx, o.Agent, cfg)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		return nil, &driver.ConnectError{What: "reach the mig2 agent at " + o.Agent, Err: err}
 	}
 	defer sess.Close()
 	agreed, err := sess.Handshake(ctx, hello)
@@ -229,6 +220,24 @@ func (s *Source) setSpeed(bps int64) error {
 
 // unlimitedMiBps is libvirt's largest migration speed (QEMU_DOMAIN_MIG_BANDWIDTH_MAX): no cap.
 const unlimitedMiBps = (1<<63 - 1) / (1 << 20)
+
+// dialAgent opens the control channel to the destination's agent.
+func dialAgent(ctx context.Context, o MigrateOptions, log logrus.FieldLogger) (*v2proto.Source, error) {
+	cfg, err := driver.ProtoConfig(o.TLSDir, o.Insecure, log)
+	if err != nil {
+		return nil, err
+	}
+	cfg.ServerName = o.ServerName
+	cfg.HandshakeTimeout = 4 * time.Second
+	sess, err := v2proto.Dial(ctx, o.Agent, cfg)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, &driver.ConnectError{What: "reach the mig2 agent at " + o.Agent, Err: err}
+	}
+	return sess, nil
+}
 
 // migrateParams maps the agreement and the user's options onto libvirt's typed parameters.
 func migrateParams(a driver.Settings, o MigrateOptions) (*golibvirt.DomainMigrateParameters, golibvirt.DomainMigrateFlags) {
@@ -525,18 +534,9 @@ func (s *Source) Check(ctx context.Context, o MigrateOptions) (*driver.CheckRepo
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := driver.ProtoConfig(o.TLSDir, o.Insecure, o.Log)
+	sess, err := dialAgent(ctx, o, o.Log)
 	if err != nil {
 		return nil, err
-	}
-	cfg.ServerName = o.ServerName
-	cfg.HandshakeTimeout = 4 * time.Second
-	sess, err := v2proto.Dial(ctx, o.Agent, cfg)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		return nil, &driver.ConnectError{What: "reach the mig2 agent at " + o.Agent, Err: err}
 	}
 	defer sess.Close()
 	if err := sess.SendHello(ctx, hello); err != nil {

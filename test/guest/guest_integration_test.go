@@ -146,8 +146,11 @@ func TestIntegrationDirtyingVerifiesClean(t *testing.T) {
 // TestIntegrationMigrateDirtyingGuest migrates a dirtying text-filled guest
 // over a unix socket with plain QMP and checks that the destination console
 // picks up the guest and that the guest's memory arrived intact (pti=on).
+// The dirty rate is the other migration tests' 20 MiB/s: QEMU 7.2's TCG
+// dirty-bitmap race (FACTS.md) is narrowed by pti=on, not closed, and once
+// crashed the destination guest's runtime at 50 MiB/s here.
 func TestIntegrationMigrateDirtyingGuest(t *testing.T) {
-	opts := Options{MemMiB: 512, TouchMiB: 256, DirtyMiBps: 50, Fill: "text"}
+	opts := Options{MemMiB: 512, TouchMiB: 256, DirtyMiBps: 20, Fill: "text"}
 	srcOpts := opts
 	srcOpts.Name = "src"
 	src, _, _ := bootAndWait(t, srcOpts)
