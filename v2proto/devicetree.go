@@ -188,7 +188,17 @@ func (d *Diff) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "device trees differ between %s and %s: %d fatal, %d informational",
 		side(d.SourceHost, "source"), side(d.DestinationHost, "destination"), nf, len(d.Entries)-nf)
+	// When the machine types differ, every device the machine builds by itself differs too:
+	// those lines are counted, not listed (the JSON report has them all).
+	machineDiffers, builtin := false, 0
 	for _, e := range d.Entries {
+		machineDiffers = machineDiffers || e.Kind == DiffMachineType
+	}
+	for _, e := range d.Entries {
+		if machineDiffers && strings.HasPrefix(e.Device, builtinDevicePrefix) {
+			builtin++
+			continue
+		}
 		b.WriteString("\n  ")
 		if e.Fatal {
 			b.WriteString("FATAL ")
@@ -197,8 +207,14 @@ func (d *Diff) String() string {
 		}
 		b.WriteString(e.describe())
 	}
+	if builtin > 0 {
+		fmt.Fprintf(&b, "\n  … and %d differences in devices the machine creates itself (%s…), which follow from the different machine types", builtin, builtinDevicePrefix)
+	}
 	return b.String()
 }
+
+// builtinDevicePrefix is where QEMU puts the devices a machine type creates by itself.
+const builtinDevicePrefix = "/machine/unattached/"
 
 func (e DiffEntry) device() string {
 	if e.DeviceType != "" {

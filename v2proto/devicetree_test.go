@@ -205,3 +205,35 @@ func TestCanonicalEncoding(t *testing.T) {
 		t.Fatalf("unsorted devices: %v", err)
 	}
 }
+
+// TestDiffRenderingMachineType: with different machine types, the built-in devices' differences
+// are counted in one line instead of flooding the report; the JSON keeps every entry.
+func TestDiffRenderingMachineType(t *testing.T) {
+	src := &DeviceTree{MachineType: "pc-q35-7.2", Devices: []Device{
+		{ID: "/machine/unattached/device[2]", Type: "ICH9-LPC"},
+		{ID: "/machine/unattached/device[3]", Type: "i8257"},
+		{ID: "rng0", Type: "virtio-rng-pci", Props: map[string]string{"addr": "01.0"}},
+	}}
+	dst := &DeviceTree{MachineType: "pc-i440fx-7.2", Devices: []Device{
+		{ID: "/machine/unattached/device[2]", Type: "i440FX"},
+		{ID: "rng0", Type: "virtio-rng-pci", Props: map[string]string{"addr": "02.0"}},
+	}}
+	d := DiffTrees(src, dst)
+	out := d.String()
+	for _, want := range []string{"machine type", "pc-q35-7.2", "pc-i440fx-7.2", `"rng0"`, "and 2 differences in devices the machine creates itself"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "device[2]") {
+		t.Errorf("built-in devices listed one by one:\n%s", out)
+	}
+	if len(d.Entries) != 4 { // machine type, device[2] type, device[3] missing, rng0 addr
+		t.Errorf("%d entries, want all 4 kept for machines", len(d.Entries))
+	}
+	// Same machine type: built-in differences are listed (they are unexpected then).
+	dst.MachineType = src.MachineType
+	if out := DiffTrees(src, dst).String(); !strings.Contains(out, "device[2]") {
+		t.Errorf("with equal machine types a built-in difference must be listed:\n%s", out)
+	}
+}
