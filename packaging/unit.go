@@ -69,6 +69,9 @@ func ParseUnit(b []byte) (*Unit, error) {
 			line += " " + next
 		}
 		line = strings.TrimSpace(line)
+		if line == "" { // a lone continuation ("\" at the end of the file) leaves nothing
+			continue
+		}
 		if m := sectionRe.FindStringSubmatch(line); m != nil {
 			u.Sections = append(u.Sections, Section{Name: m[1]})
 			continue
