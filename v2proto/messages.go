@@ -150,17 +150,7 @@ func decFeatures(what string, v []byte) ([]Feature, error) {
 	var out []Feature
 	err := decItems(what, v, func(item []byte) error {
 		var f Feature
-		var s seen
-		fs := newFields(what, item)
-		for {
-			tag, val, ok, err := fs.next()
-			if err != nil {
-				return err
-			}
-			if !ok {
-				break
-			}
-			s.mark(tag)
+		decErr := decodeFields(what, item, 2, func(tag uint16, val []byte) (err error) {
 			switch tag {
 			case 1:
 				if f.Name, err = decString(what+".name", val); err == nil && !validFeatureName(f.Name) {
@@ -169,14 +159,12 @@ func decFeatures(what string, v []byte) ([]Feature, error) {
 			case 2:
 				f.Required, err = decBool(what+".required", val)
 			default:
-				err = fs.unknown(tag)
+				return errUnknownField
 			}
-			if err != nil {
-				return err
-			}
-		}
-		if err := s.require(what, 2); err != nil {
 			return err
+		})
+		if decErr != nil {
+			return decErr
 		}
 		if len(out) > 0 && f.Name <= out[len(out)-1].Name {
 			return decodeErrorf("%s: not sorted or duplicate at %q", what, f.Name)
@@ -231,17 +219,7 @@ func (h *HostFacts) marshal(b *builder) {
 }
 
 func (h *HostFacts) unmarshal(what string, v []byte) error {
-	var s seen
-	fs := newFields(what, v)
-	for {
-		tag, val, ok, err := fs.next()
-		if err != nil {
-			return err
-		}
-		if !ok {
-			break
-		}
-		s.mark(tag)
+	return decodeFields(what, v, 9, func(tag uint16, val []byte) (err error) {
 		switch tag {
 		case 1:
 			h.Mig2Version, err = decString(what+".mig2_version", val)
@@ -262,13 +240,10 @@ func (h *HostFacts) unmarshal(what string, v []byte) error {
 		case 9:
 			h.Hostname, err = decString(what+".hostname", val)
 		default:
-			err = fs.unknown(tag)
+			return errUnknownField
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return s.require(what, 9)
+		return err
+	})
 }
 
 // DeviceTree is a guest's migration-relevant configuration (SPEC §4.0, §8). Its canonical
@@ -313,17 +288,7 @@ func (t *DeviceTree) marshal(b *builder) {
 }
 
 func (t *DeviceTree) unmarshal(what string, v []byte) error {
-	var s seen
-	fs := newFields(what, v)
-	for {
-		tag, val, ok, err := fs.next()
-		if err != nil {
-			return err
-		}
-		if !ok {
-			break
-		}
-		s.mark(tag)
+	return decodeFields(what, v, 4, func(tag uint16, val []byte) (err error) {
 		switch tag {
 		case 1:
 			t.MachineType, err = decString(what+".machine_type", val)
@@ -334,30 +299,17 @@ func (t *DeviceTree) unmarshal(what string, v []byte) error {
 		case 4:
 			t.Devices, err = decDevices(what+".devices", val)
 		default:
-			err = fs.unknown(tag)
+			return errUnknownField
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return s.require(what, 4)
+		return err
+	})
 }
 
 func decDevices(what string, v []byte) ([]Device, error) {
 	var out []Device
 	err := decItems(what, v, func(item []byte) error {
 		var d Device
-		var s seen
-		fs := newFields(what, item)
-		for {
-			tag, val, ok, err := fs.next()
-			if err != nil {
-				return err
-			}
-			if !ok {
-				break
-			}
-			s.mark(tag)
+		decErr := decodeFields(what, item, 3, func(tag uint16, val []byte) (err error) {
 			switch tag {
 			case 1:
 				if d.ID, err = decString(what+".id", val); err == nil && d.ID == "" {
@@ -368,14 +320,12 @@ func decDevices(what string, v []byte) ([]Device, error) {
 			case 3:
 				d.Props, err = decProps(what+".props", val)
 			default:
-				err = fs.unknown(tag)
+				return errUnknownField
 			}
-			if err != nil {
-				return err
-			}
-		}
-		if err := s.require(what, 3); err != nil {
 			return err
+		})
+		if decErr != nil {
+			return decErr
 		}
 		if len(out) > 0 && d.ID <= out[len(out)-1].ID {
 			return decodeErrorf("%s: not sorted or duplicate at %q", what, d.ID)
@@ -391,17 +341,7 @@ func decProps(what string, v []byte) (map[string]string, error) {
 	last := ""
 	err := decItems(what, v, func(item []byte) error {
 		var name, value string
-		var s seen
-		fs := newFields(what, item)
-		for {
-			tag, val, ok, err := fs.next()
-			if err != nil {
-				return err
-			}
-			if !ok {
-				break
-			}
-			s.mark(tag)
+		decErr := decodeFields(what, item, 2, func(tag uint16, val []byte) (err error) {
 			switch tag {
 			case 1:
 				if name, err = decString(what+".name", val); err == nil && name == "" {
@@ -410,14 +350,12 @@ func decProps(what string, v []byte) (map[string]string, error) {
 			case 2:
 				value, err = decString(what+".value", val)
 			default:
-				err = fs.unknown(tag)
+				return errUnknownField
 			}
-			if err != nil {
-				return err
-			}
-		}
-		if err := s.require(what, 2); err != nil {
 			return err
+		})
+		if decErr != nil {
+			return decErr
 		}
 		if len(out) > 0 && name <= last {
 			return decodeErrorf("%s: not sorted or duplicate at %q", what, name)
@@ -455,17 +393,7 @@ func (w *Wants) marshal(b *builder) {
 }
 
 func (w *Wants) unmarshal(what string, v []byte) error {
-	var s seen
-	fs := newFields(what, v)
-	for {
-		tag, val, ok, err := fs.next()
-		if err != nil {
-			return err
-		}
-		if !ok {
-			break
-		}
-		s.mark(tag)
+	return decodeFields(what, v, 8, func(tag uint16, val []byte) (err error) {
 		switch tag {
 		case 1:
 			w.Channels, err = decU32(what+".channels", val)
@@ -484,13 +412,10 @@ func (w *Wants) unmarshal(what string, v []byte) error {
 		case 8:
 			w.DowntimeLimitMs, err = decU64(what+".downtime_limit", val)
 		default:
-			err = fs.unknown(tag)
+			return errUnknownField
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return s.require(what, 8)
+		return err
+	})
 }
 
 // Limits are the destination's limits (SPEC §4.0).
@@ -505,30 +430,17 @@ func (l *Limits) marshal(b *builder) {
 }
 
 func (l *Limits) unmarshal(what string, v []byte) error {
-	var s seen
-	fs := newFields(what, v)
-	for {
-		tag, val, ok, err := fs.next()
-		if err != nil {
-			return err
-		}
-		if !ok {
-			break
-		}
-		s.mark(tag)
+	return decodeFields(what, v, 2, func(tag uint16, val []byte) (err error) {
 		switch tag {
 		case 1:
 			l.MaxChannels, err = decU32(what+".max_channels", val)
 		case 2:
 			l.DenyPostcopy, err = decBool(what+".deny_postcopy", val)
 		default:
-			err = fs.unknown(tag)
+			return errUnknownField
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return s.require(what, 2)
+		return err
+	})
 }
 
 // Compressibility is the source's measured compressibility hint (SPEC §4.1 field 10).
@@ -622,17 +534,7 @@ func (a *Agreement) marshal(b *builder) {
 }
 
 func (a *Agreement) unmarshal(what string, v []byte) error {
-	var s seen
-	fs := newFields(what, v)
-	for {
-		tag, val, ok, err := fs.next()
-		if err != nil {
-			return err
-		}
-		if !ok {
-			break
-		}
-		s.mark(tag)
+	return decodeFields(what, v, 14, func(tag uint16, val []byte) (err error) {
 		switch tag {
 		case 1:
 			a.Version, err = decU16(what+".version", val)
@@ -665,30 +567,17 @@ func (a *Agreement) unmarshal(what string, v []byte) error {
 		case 14:
 			a.Adjustments, err = decAdjustments(what+".adjustments", val)
 		default:
-			err = fs.unknown(tag)
+			return errUnknownField
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return s.require(what, 14)
+		return err
+	})
 }
 
 func decAdjustments(what string, v []byte) ([]Adjustment, error) {
 	var out []Adjustment
 	err := decItems(what, v, func(item []byte) error {
 		var a Adjustment
-		var s seen
-		fs := newFields(what, item)
-		for {
-			tag, val, ok, err := fs.next()
-			if err != nil {
-				return err
-			}
-			if !ok {
-				break
-			}
-			s.mark(tag)
+		decErr := decodeFields(what, item, 5, func(tag uint16, val []byte) (err error) {
 			var str string
 			switch tag {
 			case 1:
@@ -703,14 +592,12 @@ func decAdjustments(what string, v []byte) ([]Adjustment, error) {
 			case 5:
 				a.Detail, err = decString(what+".detail", val)
 			default:
-				err = fs.unknown(tag)
+				return errUnknownField
 			}
-			if err != nil {
-				return err
-			}
-		}
-		if err := s.require(what, 5); err != nil {
 			return err
+		})
+		if decErr != nil {
+			return decErr
 		}
 		out = append(out, a)
 		return nil
@@ -762,17 +649,7 @@ func (m *Hello) marshal(b *builder) {
 }
 
 func (m *Hello) unmarshal(body []byte) error {
-	var s seen
-	fs := newFields("Hello", body)
-	for {
-		tag, val, ok, err := fs.next()
-		if err != nil {
-			return err
-		}
-		if !ok {
-			break
-		}
-		s.mark(tag)
+	return decodeFields("Hello", body, 11, func(tag uint16, val []byte) (err error) {
 		switch tag {
 		case 1:
 			m.Versions, err = decRange("Hello.versions", val)
@@ -807,13 +684,10 @@ func (m *Hello) unmarshal(body []byte) error {
 		case 11:
 			m.GuestConfig, err = decString("Hello.guest_config", val)
 		default:
-			err = fs.unknown(tag)
+			return errUnknownField
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return s.require("Hello", 11)
+		return err
+	})
 }
 
 // MsgOffer is the destination's answer to Hello.
@@ -845,17 +719,7 @@ func (m *Offer) marshal(b *builder) {
 }
 
 func (m *Offer) unmarshal(body []byte) error {
-	var s seen
-	fs := newFields("Offer", body)
-	for {
-		tag, val, ok, err := fs.next()
-		if err != nil {
-			return err
-		}
-		if !ok {
-			break
-		}
-		s.mark(tag)
+	return decodeFields("Offer", body, 8, func(tag uint16, val []byte) (err error) {
 		switch tag {
 		case 1:
 			m.Versions, err = decRange("Offer.versions", val)
@@ -874,13 +738,10 @@ func (m *Offer) unmarshal(body []byte) error {
 		case 8:
 			err = m.DeviceTree.unmarshal("Offer.device_tree", val)
 		default:
-			err = fs.unknown(tag)
+			return errUnknownField
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return s.require("Offer", 8)
+		return err
+	})
 }
 
 // MsgAgree carries the source's computed agreement.
@@ -896,28 +757,15 @@ func (*Agree) Type() MsgType { return MsgAgree }
 func (m *Agree) marshal(b *builder) { b.field(1, m.Agreement.marshal) }
 
 func (m *Agree) unmarshal(body []byte) error {
-	var s seen
-	fs := newFields("Agree", body)
-	for {
-		tag, val, ok, err := fs.next()
-		if err != nil {
-			return err
-		}
-		if !ok {
-			break
-		}
-		s.mark(tag)
+	return decodeFields("Agree", body, 1, func(tag uint16, val []byte) (err error) {
 		switch tag {
 		case 1:
 			err = m.Agreement.unmarshal("Agree.agreement", val)
 		default:
-			err = fs.unknown(tag)
+			return errUnknownField
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return s.require("Agree", 1)
+		return err
+	})
 }
 
 // MsgReady: the destination has applied the agreement and listens.
@@ -937,30 +785,17 @@ func (m *Ready) marshal(b *builder) {
 }
 
 func (m *Ready) unmarshal(body []byte) error {
-	var s seen
-	fs := newFields("Ready", body)
-	for {
-		tag, val, ok, err := fs.next()
-		if err != nil {
-			return err
-		}
-		if !ok {
-			break
-		}
-		s.mark(tag)
+	return decodeFields("Ready", body, 2, func(tag uint16, val []byte) (err error) {
 		switch tag {
 		case 1:
 			m.MigrationURI, err = decString("Ready.migration_uri", val)
 		case 2:
 			m.TranscriptHash, err = decBytes32("Ready.transcript_hash", val)
 		default:
-			err = fs.unknown(tag)
+			return errUnknownField
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return s.require("Ready", 2)
+		return err
+	})
 }
 
 // MsgStart: the source is starting its QEMU migration.
@@ -976,28 +811,15 @@ func (*Start) Type() MsgType { return MsgStart }
 func (m *Start) marshal(b *builder) { b.putBytes(1, m.TranscriptHash[:]) }
 
 func (m *Start) unmarshal(body []byte) error {
-	var s seen
-	fs := newFields("Start", body)
-	for {
-		tag, val, ok, err := fs.next()
-		if err != nil {
-			return err
-		}
-		if !ok {
-			break
-		}
-		s.mark(tag)
+	return decodeFields("Start", body, 1, func(tag uint16, val []byte) (err error) {
 		switch tag {
 		case 1:
 			m.TranscriptHash, err = decBytes32("Start.transcript_hash", val)
 		default:
-			err = fs.unknown(tag)
+			return errUnknownField
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return s.require("Start", 1)
+		return err
+	})
 }
 
 // MsgProgress: the sender's QEMU migration status.
@@ -1023,17 +845,7 @@ func (m *Progress) marshal(b *builder) {
 }
 
 func (m *Progress) unmarshal(body []byte) error {
-	var s seen
-	fs := newFields("Progress", body)
-	for {
-		tag, val, ok, err := fs.next()
-		if err != nil {
-			return err
-		}
-		if !ok {
-			break
-		}
-		s.mark(tag)
+	return decodeFields("Progress", body, 5, func(tag uint16, val []byte) (err error) {
 		switch tag {
 		case 1:
 			m.Status, err = decString("Progress.status", val)
@@ -1046,13 +858,10 @@ func (m *Progress) unmarshal(body []byte) error {
 		case 5:
 			m.Message, err = decString("Progress.message", val)
 		default:
-			err = fs.unknown(tag)
+			return errUnknownField
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return s.require("Progress", 5)
+		return err
+	})
 }
 
 // MsgSwitchover: the source QEMU reached pre-switchover.
@@ -1068,28 +877,15 @@ func (*Switchover) Type() MsgType { return MsgSwitchover }
 func (m *Switchover) marshal(b *builder) { b.putString(1, m.Status) }
 
 func (m *Switchover) unmarshal(body []byte) error {
-	var s seen
-	fs := newFields("Switchover", body)
-	for {
-		tag, val, ok, err := fs.next()
-		if err != nil {
-			return err
-		}
-		if !ok {
-			break
-		}
-		s.mark(tag)
+	return decodeFields("Switchover", body, 1, func(tag uint16, val []byte) (err error) {
 		switch tag {
 		case 1:
 			m.Status, err = decString("Switchover.status", val)
 		default:
-			err = fs.unknown(tag)
+			return errUnknownField
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return s.require("Switchover", 1)
+		return err
+	})
 }
 
 // MsgResult: the destination's verdict.
@@ -1134,17 +930,7 @@ func (m *Result) marshal(b *builder) {
 }
 
 func (m *Result) unmarshal(body []byte) error {
-	var s seen
-	fs := newFields("Result", body)
-	for {
-		tag, val, ok, err := fs.next()
-		if err != nil {
-			return err
-		}
-		if !ok {
-			break
-		}
-		s.mark(tag)
+	return decodeFields("Result", body, 4, func(tag uint16, val []byte) (err error) {
 		switch tag {
 		case 1:
 			var o uint8
@@ -1161,13 +947,10 @@ func (m *Result) unmarshal(body []byte) error {
 		case 4:
 			m.Details, err = decString("Result.details", val)
 		default:
-			err = fs.unknown(tag)
+			return errUnknownField
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return s.require("Result", 4)
+		return err
+	})
 }
 
 // MsgAbort ends the session with a reason.
@@ -1189,17 +972,7 @@ func (m *Abort) marshal(b *builder) {
 }
 
 func (m *Abort) unmarshal(body []byte) error {
-	var s seen
-	fs := newFields("Abort", body)
-	for {
-		tag, val, ok, err := fs.next()
-		if err != nil {
-			return err
-		}
-		if !ok {
-			break
-		}
-		s.mark(tag)
+	return decodeFields("Abort", body, 3, func(tag uint16, val []byte) (err error) {
 		var str string
 		switch tag {
 		case 1:
@@ -1212,13 +985,10 @@ func (m *Abort) unmarshal(body []byte) error {
 		case 3:
 			m.Message, err = decString("Abort.message", val)
 		default:
-			err = fs.unknown(tag)
+			return errUnknownField
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return s.require("Abort", 3)
+		return err
+	})
 }
 
 // MarshalBinary returns the tree's canonical encoding (SPEC §8.1): the field sequence of §4.0

@@ -5,6 +5,7 @@ package v2proto
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"unicode/utf8"
 )
@@ -240,4 +241,33 @@ func decStrings(what string, v []byte, sorted bool) ([]string, error) {
 		return nil
 	})
 	return out, err
+}
+
+// errUnknownField is what a decodeFields callback returns for a tag it does not know.
+var errUnknownField = errors.New("v2proto: unknown field")
+
+// decodeFields walks one field sequence (SPEC §3.4): it enforces ascending, unique tags, hands
+// each field to field, skips the unknown ones that are not critical, and finally checks that
+// tags 1..required were all present.
+func decodeFields(what string, data []byte, required uint16, field func(tag uint16, val []byte) error) error {
+	fs := newFields(what, data)
+	var s seen
+	for {
+		tag, val, ok, err := fs.next()
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return s.require(what, required)
+		}
+		s.mark(tag)
+		if err := field(tag, val); errors.Is(err, errUnknownField) {
+			err = fs.unknown(tag)
+			if err != nil {
+				return err
+			}
+		} else if err != nil {
+			return err
+		}
+	}
 }
