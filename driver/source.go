@@ -374,10 +374,10 @@ func (s *source) follow(ctx context.Context, sess *v2proto.Source, applied *appl
 		werr = nil
 	}
 	if werr == nil { // the source QEMU says completed: only the destination's verdict counts
-		return s.confirm(ctx, sess, events, forward, &early, applied)
+		return s.confirm(ctx, sess, forward, &early, applied)
 	}
 	// Failure, cancel or stall before the source QEMU completed: roll back.
-	return nil, s.rollback(ctx, sess, werr, events, forward, &early, applied)
+	return nil, s.rollback(ctx, sess, werr, forward, &early, applied)
 }
 
 // resultText is the destination's account of a failure: its QEMU's own words, else its details.
@@ -414,7 +414,7 @@ func (e *destinationResultError) Error() string {
 }
 
 // confirm waits for the destination's Result after the source QEMU completed.
-func (s *source) confirm(ctx context.Context, sess *v2proto.Source, events <-chan peerEvent, forward <-chan struct{}, early **peerEvent, applied *applied) (*Summary, error) {
+func (s *source) confirm(ctx context.Context, sess *v2proto.Source, forward <-chan struct{}, early **peerEvent, applied *applied) (*Summary, error) {
 	cctx, cancel := context.WithTimeout(ctx, s.opts.ConfirmTimeout)
 	defer cancel()
 	var ev peerEvent
@@ -454,7 +454,7 @@ func (s *source) confirm(ctx context.Context, sess *v2proto.Source, events <-cha
 
 // rollback cancels the QEMU migration if it is still going, tells the destination, collects
 // its account of what happened and resumes the source guest.
-func (s *source) rollback(ctx context.Context, sess *v2proto.Source, cause error, events <-chan peerEvent, forward <-chan struct{}, early **peerEvent, applied *applied) error {
+func (s *source) rollback(ctx context.Context, sess *v2proto.Source, cause error, forward <-chan struct{}, early **peerEvent, applied *applied) error {
 	bg := context.WithoutCancel(ctx)
 	info, qerr := qmp.QueryMigrate(bg, s.q.mon)
 	if qerr == nil && !info.Status.Terminal() && info.Status != qmp.MigrationNone {

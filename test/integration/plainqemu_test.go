@@ -5,7 +5,6 @@ package integration
 import (
 	"context"
 	"net"
-	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -363,5 +362,3 @@ func exitOf(err error) int {
 	}
 	return -1
 }
-
-var _ = os.Getpid
