@@ -254,6 +254,26 @@ func readGreeting(ctx context.Context, nc net.Conn, dec *json.Decoder, cfg confi
 // Greeting returns what QEMU announced on connect (version, capabilities).
 func (c *Conn) Greeting() Greeting { return c.greeting }
 
+// PeerPID is the pid of the process at the other end of a unix socket (SO_PEERCRED): the QEMU
+// itself for a socket QEMU listens on. 0 when unknown (another kind of connection).
+func (c *Conn) PeerPID() int {
+	uc, ok := c.nc.(*net.UnixConn)
+	if !ok {
+		return 0
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return 0
+	}
+	var pid int
+	_ = raw.Control(func(fd uintptr) {
+		if cred, err := syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED); err == nil {
+			pid = int(cred.Pid)
+		}
+	})
+	return pid
+}
+
 // OOB reports whether out-of-band execution was negotiated.
 func (c *Conn) OOB() bool { return c.oob }
 

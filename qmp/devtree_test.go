@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -13,6 +14,7 @@ import (
 type qomFake struct {
 	lists map[string][]ObjectProperty
 	props map[string]any // "path property" -> value
+	mu    sync.Mutex     // the tree walk runs requests concurrently
 	calls []string
 }
 
@@ -20,7 +22,9 @@ func (f *qomFake) Execute(ctx context.Context, cmd string, args, result any) err
 	a, _ := json.Marshal(args)
 	var p struct{ Path, Property, Implements string }
 	json.Unmarshal(a, &p)
+	f.mu.Lock()
 	f.calls = append(f.calls, cmd+" "+p.Path+" "+p.Property)
+	f.mu.Unlock()
 	var v any
 	switch cmd {
 	case "qom-list-types":

@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -760,6 +761,33 @@ func TestIntegrationDeviceTree(t *testing.T) {
 		t.Fatalf("rng0 = %+v", rng)
 	}
 	t.Logf("added by -device virtio-rng-pci,id=rng0: %v", added)
+
+	// A TreeBase spares re-reading what cannot change while QEMU runs; devices hot-plugged
+	// later (with and without an id) are still found, and the tree equals a full read.
+	hp := startQEMU(t, "hp", "-device", "pcie-root-port,id=rp1,bus=pcie.0,chassis=1",
+		"-device", "pcie-root-port,id=rp2,bus=pcie.0,chassis=2")
+	hc := hp.dial(t)
+	full, base, err := ReadDeviceTreeBase(ctx, hc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	from, err := ReadDeviceTreeFrom(ctx, hc, base)
+	if err != nil || !bytes.Equal(from.Canonical(), full.Canonical()) {
+		t.Fatalf("tree from its base differs from a full read (%v):\n%s\n%s", err, from.Canonical(), full.Canonical())
+	}
+	for _, args := range []map[string]any{{"driver": "virtio-rng-pci", "id": "hot0", "bus": "rp1"}, {"driver": "virtio-rng-pci", "bus": "rp2"}} {
+		if err := hc.Execute(ctx, "device_add", args, nil); err != nil {
+			t.Fatalf("device_add %v: %v", args, err)
+		}
+	}
+	full = read("hp after device_add", hc)
+	from, err = ReadDeviceTreeFrom(ctx, hc, base)
+	if err != nil || !bytes.Equal(from.Canonical(), full.Canonical()) {
+		t.Fatalf("after device_add, tree from its base differs from a full read (%v):\n%s\n%s", err, from.Canonical(), full.Canonical())
+	}
+	if added, _, _ := diffTrees(ta, from); !slices.Contains(added, "/machine/peripheral/hot0") || !slices.ContainsFunc(added, func(p string) bool { return strings.HasPrefix(p, "/machine/peripheral-anon/") }) {
+		t.Fatalf("hot-plugged devices missing from the tree read from its base: added %v", added)
+	}
 
 	if *update {
 		rec.save(t, ac.Greeting().Version)

@@ -154,6 +154,9 @@ type exchange struct {
 	srcErr, dstErr             error
 }
 
+// prepareDelay stands for the destination's work between Agree and Ready.
+const prepareDelay = 2 * time.Millisecond
+
 // runExchange runs the whole protocol: the source role on src, the destination on dst.
 func runExchange(t testing.TB, srcConn, dstConn *Conn, h *Hello, o *Offer) exchange {
 	t.Helper()
@@ -177,6 +180,7 @@ func runExchange(t testing.TB, srcConn, dstConn *Conn, h *Hello, o *Offer) excha
 			if ex.dstAgreement, err = d.ReadAgree(ctx); err != nil {
 				return err
 			}
+			time.Sleep(prepareDelay) // the destination's work, reported in Ready.Prepare
 			if err := d.SendReady(ctx, "tcp:127.0.0.1:49152"); err != nil {
 				return err
 			}

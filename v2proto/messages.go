@@ -6,8 +6,10 @@ package v2proto
 import (
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"strings"
+	"time"
 )
 
 // MsgType is a message type byte (SPEC §4).
@@ -775,6 +777,9 @@ const MsgReady MsgType = 4
 type Ready struct {
 	MigrationURI   string
 	TranscriptHash [32]byte // through Agree (SPEC §7)
+	// Prepare is informative (SPEC §4.4): how long the destination spent preparing, Hello to
+	// Offer plus Agree to Ready; microseconds on the wire.
+	Prepare time.Duration
 }
 
 func (*Ready) Type() MsgType { return MsgReady }
@@ -782,15 +787,20 @@ func (*Ready) Type() MsgType { return MsgReady }
 func (m *Ready) marshal(b *builder) {
 	b.putString(1, m.MigrationURI)
 	b.putBytes(2, m.TranscriptHash[:])
+	b.putU64(3, uint64(max(m.Prepare, 0)/time.Microsecond))
 }
 
 func (m *Ready) unmarshal(body []byte) error {
-	return decodeFields("Ready", body, 2, func(tag uint16, val []byte) (err error) {
+	return decodeFields("Ready", body, 3, func(tag uint16, val []byte) (err error) {
 		switch tag {
 		case 1:
 			m.MigrationURI, err = decString("Ready.migration_uri", val)
 		case 2:
 			m.TranscriptHash, err = decBytes32("Ready.transcript_hash", val)
+		case 3:
+			var us uint64
+			us, err = decU64("Ready.prepare_us", val)
+			m.Prepare = time.Duration(min(us, math.MaxInt64/uint64(time.Microsecond))) * time.Microsecond
 		default:
 			return errUnknownField
 		}

@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/messages/*.bin from the sample messages")
@@ -49,11 +50,12 @@ func sampleMessages() map[string]Message {
 			GuestConfig: "<domain type='qemu'><name>guest1</name></domain>"},
 		"offer": &Offer{Versions: VersionRange{1, 1}, Nonce: n2, Features: []Feature{{Name: "device-tree", Required: true}},
 			Guest: "guest1", Host: sortedHost("dst"), Limits: Limits{MaxChannels: 8, DenyPostcopy: true}, TLS: true, DeviceTree: tr},
-		"agree":      &Agree{Agreement: agreement},
-		"ready":      &Ready{MigrationURI: "tcp:192.0.2.7:49152", TranscriptHash: n1},
-		"start":      &Start{TranscriptHash: n2},
-		"progress":   &Progress{Status: "active", Transferred: 1 << 30, Remaining: 1 << 20, Total: 2 << 30, Message: "dirty rate 50 MiB/s"},
-		"switchover": &Switchover{Status: "pre-switchover"},
+		"agree":         &Agree{Agreement: agreement},
+		"ready":         &Ready{MigrationURI: "tcp:192.0.2.7:49152", TranscriptHash: n1},
+		"ready-prepare": &Ready{MigrationURI: "tcp:192.0.2.7:49152", TranscriptHash: n1, Prepare: 1500 * time.Microsecond},
+		"start":         &Start{TranscriptHash: n2},
+		"progress":      &Progress{Status: "active", Transferred: 1 << 30, Remaining: 1 << 20, Total: 2 << 30, Message: "dirty rate 50 MiB/s"},
+		"switchover":    &Switchover{Status: "pre-switchover"},
 		"result": &Result{Outcome: OutcomeFailed, Status: "failed",
 			DestError: "qemu-system-x86_64: Unknown savevm section or instance '0000:00:02.0/virtio-blk' 0", Details: "rc 1"},
 		"abort": &Abort{Code: AbortDeviceMismatch, Stage: StageAgree, Message: "device trees differ"},

@@ -513,6 +513,9 @@ type Destination struct {
 	session
 	local    *Agreement // Negotiate's result on this side
 	localErr error
+	// The time this side spent preparing: Hello to Offer and Agree to Ready (Ready.Prepare).
+	turn    time.Time
+	prepare time.Duration
 }
 
 // ReadHello waits for the source's Hello (SPEC §4.1).
@@ -534,6 +537,7 @@ func (d *Destination) ReadHello(ctx context.Context) (*Hello, error) {
 	d.mu.Unlock()
 	d.log = d.log.WithFields(logrus.Fields{"migration_id": h.MigrationID, "domain": h.Guest})
 	d.setStage(StageOffer)
+	d.turn = time.Now()
 	return h, nil
 }
 
@@ -552,6 +556,7 @@ func (d *Destination) SendOffer(ctx context.Context, o *Offer) error {
 		m.Features = d.cfg.features()
 	}
 	m.TLS = d.c.tls
+	d.prepare += time.Since(d.turn)
 	var err error
 	for first := true; first || m.Nonce == d.hello.Nonce; first = false {
 		if m.Nonce, err = d.nonce(); err != nil { // always fresh (SPEC §7)
@@ -603,6 +608,7 @@ func (d *Destination) ReadAgree(ctx context.Context) (*Agreement, error) {
 	d.mu.Lock()
 	d.agreement = got
 	d.mu.Unlock()
+	d.turn = time.Now()
 	d.setStage(StageReady)
 	return got, nil
 }
@@ -616,7 +622,8 @@ func (d *Destination) SendReady(ctx context.Context, migrationURI string) error 
 	if migrationURI == "" {
 		return fmt.Errorf("v2proto: SendReady: empty migration URI")
 	}
-	r := &Ready{MigrationURI: migrationURI, TranscriptHash: d.c.TranscriptHash()}
+	d.prepare += time.Since(d.turn)
+	r := &Ready{MigrationURI: migrationURI, TranscriptHash: d.c.TranscriptHash(), Prepare: d.prepare}
 	if _, err := d.sendChecked(ctx, StageReady, r, true); err != nil {
 		return err
 	}

@@ -65,8 +65,8 @@ func TestExchangeTransports(t *testing.T) {
 			if a.Channels != 4 || a.Compression != "zstd" || a.TLS != tc.tls || !a.ReturnPath || !a.PauseBeforeSwitchover {
 				t.Errorf("agreement: %v", a)
 			}
-			if ex.ready.MigrationURI != "tcp:127.0.0.1:49152" {
-				t.Errorf("ready: %+v", ex.ready)
+			if ex.ready.MigrationURI != "tcp:127.0.0.1:49152" || ex.ready.Prepare < prepareDelay || ex.ready.Prepare > 10*time.Second {
+				t.Errorf("ready (Prepare must cover the destination's %s of work): %+v", prepareDelay, ex.ready)
 			}
 			if ex.result == nil || ex.result.Outcome != OutcomeRunning {
 				t.Errorf("result: %+v", ex.result)
