@@ -153,21 +153,28 @@ func MatchDN(pattern string, cert *x509.Certificate) bool {
 
 // glob matches s against pattern, where '*' matches any run of characters.
 func glob(pattern, s string) bool {
-	star := strings.IndexByte(pattern, '*')
-	if star < 0 {
-		return pattern == s
-	}
-	if !strings.HasPrefix(s, pattern[:star]) {
-		return false
-	}
-	s = s[star:]
-	rest := pattern[star+1:]
-	for i := 0; i <= len(s); i++ {
-		if glob(rest, s[i:]) {
-			return true
+	// Iterative, backtracking only to the last '*': time O(len(pattern)·len(s)) whatever the
+	// number of stars (a recursive matcher is exponential in them).
+	p, i, star, mark := 0, 0, -1, 0
+	for i < len(s) {
+		switch {
+		case p < len(pattern) && pattern[p] == '*':
+			star, mark = p, i
+			p++
+		case p < len(pattern) && pattern[p] == s[i]:
+			p++
+			i++
+		case star >= 0:
+			p, mark = star+1, mark+1
+			i = mark
+		default:
+			return false
 		}
 	}
-	return false
+	for p < len(pattern) && pattern[p] == '*' {
+		p++
+	}
+	return p == len(pattern)
 }
 
 // authorize checks the verified client certificate against cfg.AllowedDNs.

@@ -40,6 +40,9 @@ func parseDestURI(s string) (string, error) {
 	if host == "" {
 		return "", usageErrorf("destination %q has no host", s)
 	}
+	if strings.ContainsAny(host, "[]/ \t") {
+		return "", usageErrorf("destination %q: %q is not a host name or address", s, host)
+	}
 	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
 		return "", usageErrorf("destination %q: port %q is not a number in 1-65535", s, port)
 	}
