@@ -3,6 +3,7 @@
 #   FUZZJOBS=N   targets fuzzed at the same time (default 1)
 #   FUZZPAR=N    fuzz workers per target, go test -parallel (default: GOMAXPROCS)
 #   FUZZLOG=DIR  keep each target's output and a summary (target, elapsed, execs) in DIR
+#   FUZZONLY=RE  only the targets whose name matches the extended regular expression RE
 # A crasher is written to the package's testdata/fuzz/ and then runs as a regression test in
 # `go test`. The Go fuzz engine sometimes ends a short run with "context deadline exceeded" and
 # no failing input (an engine flake, not a crash): such a run is retried once.
@@ -33,6 +34,7 @@ running=0
 for pkg in $(go list ./...); do
   dir=$(go list -f '{{.Dir}}' "$pkg")
   for target in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | sed 's/^func //' | sort -u); do
+    if [ -n "${FUZZONLY:-}" ] && ! grep -Eq "$FUZZONLY" <<<"$target"; then continue; fi
     echo "== fuzz $pkg $target for $t"
     one "$pkg" "$target" &
     running=$((running + 1))
