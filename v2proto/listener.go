@@ -2,7 +2,7 @@ package v2proto
 
 // The listener: accepts TCP connections, caps concurrent handshakes overall and per peer IP
 // (SPEC §10), runs each transport handshake in a goroutine it owns, and hands out ready
-// connections through Accept.
+// connections through Accept, with the refused ones aggregated per peer host (ratelog.go).
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"sync"
 	"time"
 )
@@ -28,6 +29,8 @@ type Listener struct {
 	active  int            // handshakes in progress (including ready, not yet accepted)
 	perHost map[string]int // the same, per peer IP
 	rejects int            // rejecting goroutines (bounded)
+
+	refusals *refusalLog // which refusals Accept reports one by one
 
 	ready     chan acceptResult
 	closeOnce sync.Once
@@ -59,6 +62,11 @@ func Listen(addr string, cfg *Config) (*Listener, error) {
 
 // NewListener serves on an existing net.Listener (which it closes on Close).
 func NewListener(ln net.Listener, cfg *Config) (*Listener, error) {
+	return newListener(ln, cfg, refusalWindow)
+}
+
+// newListener is NewListener with the window of refusal aggregation (short in tests).
+func newListener(ln net.Listener, cfg *Config, window time.Duration) (*Listener, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -72,11 +80,13 @@ func NewListener(ln net.Listener, cfg *Config) (*Listener, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &Listener{
 		ln: ln, cfg: cfg, serverTLS: serverTLS, ctx: ctx, cancel: cancel,
-		perHost: map[string]int{},
-		ready:   make(chan acceptResult, cfg.MaxConcurrentHandshakes),
+		perHost:  map[string]int{},
+		ready:    make(chan acceptResult, cfg.MaxConcurrentHandshakes),
+		refusals: newRefusalLog(window),
 	}
-	l.wg.Add(1)
+	l.wg.Add(2)
 	go l.acceptLoop()
+	go l.summaryLoop()
 	return l, nil
 }
 
@@ -87,6 +97,13 @@ func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
 // Conn.Destination, Conn.Source). A connection that failed its handshake is returned as a
 // *ConnError (the listener stays usable: log it and call Accept again); after Close, Accept
 // returns an error matching ErrClosed.
+//
+// Refusals are reported one by one only while they are rare: after reporting a refused
+// connection from a peer host, the listener counts that host's further refusals for 10 seconds
+// and then returns them as one *RefusalSummary (which unwraps to a *ConnError), so a peer that
+// opens connections by the thousand produces a report and a summary per 10 seconds, not
+// thousands of reports; at most eight hosts are reported one by one at once, the others are
+// summarised together (SPEC §10).
 func (l *Listener) Accept(ctx context.Context) (*Conn, error) {
 	select {
 	case r := <-l.ready:
@@ -126,13 +143,17 @@ func (l *Listener) AcceptDestination(ctx context.Context, report func(error)) (*
 }
 
 // Close stops accepting, aborts handshakes in progress, closes connections that were never
-// accepted, and waits for the listener's goroutines.
+// accepted, and waits for the listener's goroutines. Refusals not yet reported go to the
+// Config's Logger, summarised.
 func (l *Listener) Close() error {
 	var err error
 	l.closeOnce.Do(func() {
 		l.cancel()
 		err = l.ln.Close()
 		l.wg.Wait()
+		for _, s := range l.refusals.due(time.Now(), true) {
+			l.cfg.logger().WithField("peer", s.Host).Warn(s.Error())
+		}
 		for {
 			select {
 			case r := <-l.ready:
@@ -179,7 +200,7 @@ func (l *Listener) acceptLoop() {
 		backoff = 0
 		host := hostOf(nc.RemoteAddr())
 		if why := l.admit(host); why != "" {
-			l.rejectBusy(nc, why)
+			l.rejectBusy(nc, host, why)
 			continue
 		}
 		l.wg.Add(1)
@@ -213,8 +234,8 @@ func (l *Listener) free(host string) {
 
 // rejectBusy answers "MIG2-ERR busy" without any TLS work. The graceful close runs in a bounded
 // set of goroutines; when those are all in use the connection is closed at once.
-func (l *Listener) rejectBusy(nc net.Conn, why string) {
-	l.report(&ConnError{Op: "accept", Peer: addrString(nc.RemoteAddr()), Reason: ErrBusy, Detail: "refused: " + why})
+func (l *Listener) rejectBusy(nc net.Conn, host, why string) {
+	l.report(host, &ConnError{Op: "accept", Peer: addrString(nc.RemoteAddr()), Reason: ErrBusy, Detail: "refused: " + why})
 	l.mu.Lock()
 	ok := l.rejects < maxRejecters
 	if ok {
@@ -239,12 +260,42 @@ func (l *Listener) rejectBusy(nc net.Conn, why string) {
 	}()
 }
 
-// report delivers a failure to Accept if there is room; failures never block the listener.
-func (l *Listener) report(err error) {
-	l.cfg.logger().WithError(err).Debug("v2proto: connection refused")
+// report delivers a refusal to Accept: the first from host in its window at once, if there is
+// room (refusals never block the listener); the others are counted for summaryLoop.
+func (l *Listener) report(host string, err error) {
+	if !l.refusals.note(host, err, time.Now()) {
+		return
+	}
 	select {
 	case l.ready <- acceptResult{err: err}:
 	default:
+		l.refusals.undeliverable(host, err)
+	}
+}
+
+// summaryLoop delivers the summaries of refusals that were not reported one by one, when their
+// host's window ends.
+func (l *Listener) summaryLoop() {
+	defer l.wg.Done()
+	tick := time.NewTicker(max(l.refusals.window/10, 10*time.Millisecond))
+	defer tick.Stop()
+	for {
+		select {
+		case <-l.ctx.Done():
+			return
+		case now := <-tick.C:
+			due := l.refusals.due(now, false)
+			for i, s := range due {
+				select {
+				case l.ready <- acceptResult{err: s}:
+				case <-l.ctx.Done():
+					for _, s := range due[i:] {
+						l.cfg.logger().WithField("peer", s.Host).Warn(s.Error())
+					}
+					return
+				}
+			}
+		}
 	}
 }
 
@@ -256,7 +307,7 @@ func (l *Listener) handshake(nc net.Conn, host string) {
 	if err != nil {
 		l.free(host)
 		if l.ctx.Err() == nil {
-			l.report(err)
+			l.report(host, handshakeTimeout(err))
 		}
 		return
 	}
@@ -267,4 +318,14 @@ func (l *Listener) handshake(nc net.Conn, host string) {
 		l.free(host)
 		_ = c.Close()
 	}
+}
+
+// handshakeTimeout gives a TLS handshake cut by the handshake deadline the same reason and words
+// as a stalled preamble (server reports it as the bare "i/o timeout" of the TLS library).
+func handshakeTimeout(err error) error {
+	var ce *ConnError
+	if errors.As(err, &ce) && ce.Reason == nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		return &ConnError{Op: ce.Op, Peer: ce.Peer, Reason: ErrTimeout, Detail: "the client did not finish its handshake in time", Err: ce.Err}
+	}
+	return err
 }

@@ -1,12 +1,18 @@
 package v2proto
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"runtime"
+	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/sirupsen/logrus"
 )
 
 // stall opens a TCP connection that never sends anything.
@@ -24,19 +30,33 @@ func stall(t *testing.T, addr string, local string) net.Conn {
 	return nc
 }
 
-// acceptLoop runs Accept until the listener closes and counts what it got.
-func acceptLoop(ctx context.Context, l *Listener) <-chan []error {
-	out := make(chan []error, 1)
+// accepted is what acceptLoop collected.
+type accepted struct {
+	mu   sync.Mutex
+	errs []error
+	done chan struct{}
+}
+
+func (a *accepted) snapshot() []error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]error(nil), a.errs...)
+}
+
+// acceptLoop runs Accept until the listener closes and collects the failures it reports.
+func acceptLoop(ctx context.Context, l *Listener) *accepted {
+	a := &accepted{done: make(chan struct{})}
 	go func() {
-		var errs []error
+		defer close(a.done)
 		for {
 			c, err := l.Accept(ctx)
 			if errors.Is(err, ErrClosed) || ctx.Err() != nil {
-				out <- errs
 				return
 			}
 			if err != nil {
-				errs = append(errs, err)
+				a.mu.Lock()
+				a.errs = append(a.errs, err)
+				a.mu.Unlock()
 				continue
 			}
 			if d, err := c.Destination(); err == nil {
@@ -44,7 +64,56 @@ func acceptLoop(ctx context.Context, l *Listener) <-chan []error {
 			}
 		}
 	}()
-	return out
+	return a
+}
+
+// refusalTally counts reported refusals by kind, those inside summaries included.
+type refusalTally struct{ busy, stalled, other, reports, summaries int }
+
+func tallyRefusals(errs []error) refusalTally {
+	var t refusalTally
+	for _, e := range errs {
+		t.reports++
+		var s *RefusalSummary
+		if errors.As(e, &s) {
+			t.summaries++
+			for reason, n := range s.Reasons {
+				switch reason {
+				case "busy":
+					t.busy += n
+				case "timeout", ErrNotMig2.Error():
+					t.stalled += n
+				default:
+					t.other += n
+				}
+			}
+			continue
+		}
+		switch {
+		case IsBusy(e):
+			t.busy++
+		case IsTimeout(e) || errors.Is(e, ErrNotMig2):
+			t.stalled++
+		default:
+			t.other++
+		}
+	}
+	return t
+}
+
+func (t refusalTally) total() int { return t.busy + t.stalled + t.other }
+
+// waitTally waits until the refusals reported add up to want.
+func waitTally(t *testing.T, a *accepted, want int, within time.Duration) refusalTally {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		got := tallyRefusals(a.snapshot())
+		if got.total() >= want || time.Now().After(deadline) {
+			return got
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // TestHandshakeCap: connections over MaxConcurrentHandshakes are refused at once with "busy"
@@ -61,7 +130,11 @@ func TestHandshakeCap(t *testing.T) {
 		cfg.MaxConcurrentHandshakes = 2
 		cfg.MaxHandshakesPerHost = 0
 		cfg.HandshakeTimeout = 700 * time.Millisecond
-		l, err := Listen("127.0.0.1:0", cfg)
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := newListener(ln, cfg, 300*time.Millisecond)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -90,19 +163,13 @@ func TestHandshakeCap(t *testing.T) {
 			t.Fatalf("tls=%v: honest client after the stalls expired: %v", tlsOn, err)
 		}
 		c.Close()
+		// One busy refusal, two stalls: the first is reported at once, the others (from the
+		// same host within the window) in a summary.
+		got := waitTally(t, errs, 3, 3*time.Second)
 		l.Close()
-		got := <-errs
-		var busy, timeouts int
-		for _, e := range got {
-			switch {
-			case IsBusy(e):
-				busy++
-			case IsTimeout(e) || errors.Is(e, ErrNotMig2):
-				timeouts++
-			}
-		}
-		if busy != 1 || timeouts != 2 {
-			t.Errorf("tls=%v: listener reported %d busy, %d stalled: %v", tlsOn, busy, timeouts, got)
+		<-errs.done
+		if got.busy != 1 || got.stalled != 2 || got.other != 0 {
+			t.Errorf("tls=%v: listener reported %d busy, %d stalled, %d other: %v", tlsOn, got.busy, got.stalled, got.other, errs.snapshot())
 		}
 	}
 }
@@ -209,5 +276,229 @@ func TestAcceptDestination(t *testing.T) {
 	defer r.d.Close()
 	if len(reported) != 1 {
 		t.Errorf("reported %v", reported)
+	}
+}
+
+// TestRefusalFlood: hundreds of refused connections from one host are reported as one refusal
+// and summaries that account for every one of them; another host's first refusal is still
+// reported at once (SPEC §10).
+func TestRefusalFlood(t *testing.T) {
+	cfg := testConfig(nil)
+	cfg.HandshakeTimeout = 400 * time.Millisecond
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const window = 500 * time.Millisecond
+	l, err := newListener(ln, cfg, window)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	ctx := testCtx(t)
+	errs := acceptLoop(ctx, l)
+	addr := l.Addr().String()
+
+	const flood = 300
+	var conns []net.Conn
+	for range flood {
+		nc, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, nc)
+		if _, err := nc.Write([]byte("GET / HTTP/1.0\r\n\r\n")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := time.Now()
+	for _, nc := range conns {
+		nc.Close()
+	}
+	got := waitTally(t, errs, flood, 5*time.Second)
+	if got.total() < flood {
+		t.Fatalf("refusals accounted %d, want %d (%+v)", got.total(), flood, got)
+	}
+	// One report at once, then one summary per window while the flood lasts.
+	if maxReports := 1 + int(time.Since(start)/window) + 2; got.reports > maxReports {
+		t.Errorf("%d reports for %d refusals, want at most %d", got.reports, flood, maxReports)
+	}
+	if got.summaries == 0 {
+		t.Errorf("no summary: %v", errs.snapshot())
+	}
+	for _, e := range errs.snapshot() {
+		var s *RefusalSummary
+		var ce *ConnError
+		if errors.As(e, &s) && (!errors.As(e, &ce) || ce.Peer != "127.0.0.1" || !strings.Contains(e.Error(), "more connection")) {
+			t.Errorf("summary %q does not unwrap to a *ConnError for 127.0.0.1", e)
+		}
+	}
+
+	// Another host: its first refusal is reported at once, not folded into the flood's.
+	before := len(errs.snapshot())
+	nc, err := (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}).Dial("tcp", addr)
+	if err != nil {
+		t.Skipf("cannot bind 127.0.0.2 here: %v", err)
+	}
+	nc.Write([]byte("garbage\n"))
+	defer nc.Close()
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, e := range errs.snapshot()[before:] {
+			var ce *ConnError
+			var s *RefusalSummary
+			if errors.As(e, &ce) && !errors.As(e, &s) && strings.HasPrefix(ce.Peer, "127.0.0.2:") {
+				return
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("the refusal from 127.0.0.2 was not reported at once: %v", errs.snapshot()[before:])
+}
+
+// TestRefusalLog: which refusals are reported at once, and what the summaries say.
+func TestRefusalLog(t *testing.T) {
+	const w = 10 * time.Second
+	t0 := time.Unix(1000, 0)
+	busy := &ConnError{Op: "accept", Peer: "192.0.2.1:1000", Reason: ErrBusy}
+	stall := &ConnError{Op: "accept", Peer: "192.0.2.1:1001", Reason: ErrTimeout}
+	r := newRefusalLog(w)
+	if !r.note("192.0.2.1", busy, t0) {
+		t.Fatal("the first refusal from a host was not reported")
+	}
+	for i := range 5 {
+		if r.note("192.0.2.1", busy, t0.Add(time.Duration(i)*time.Second)) {
+			t.Fatal("a refusal inside the window was reported")
+		}
+	}
+	if r.note("192.0.2.1", stall, t0.Add(6*time.Second)) {
+		t.Fatal("a refusal inside the window was reported")
+	}
+	if !r.note("198.51.100.1", stall, t0.Add(time.Second)) {
+		t.Fatal("another host's first refusal was not reported")
+	}
+	if got := r.due(t0.Add(w-time.Millisecond), false); len(got) != 0 {
+		t.Fatalf("summary before the window ended: %v", got)
+	}
+	got := r.due(t0.Add(w), false)
+	if len(got) != 1 || got[0].Host != "192.0.2.1" || got[0].Count != 6 || got[0].Reasons["busy"] != 5 || got[0].Reasons["timeout"] != 1 {
+		t.Fatalf("summary = %+v", got)
+	}
+	if want := "v2proto: accept 192.0.2.1: 6 more connections refused in the last 10s (busy: 5, timeout: 1), not reported one by one"; got[0].Error() != want {
+		t.Errorf("summary text\n got %q\nwant %q", got[0].Error(), want)
+	}
+	if !IsTimeout(got[0]) {
+		t.Errorf("summary does not match the last refusal's reason: %v", got[0])
+	}
+	// The host keeps at it: the next window only summarises.
+	if r.note("192.0.2.1", busy, t0.Add(w+time.Second)) {
+		t.Fatal("a host that had a summary was reported one by one again within the next window")
+	}
+	// The quiet host is forgotten when its window ends; the busy one gets a summary.
+	got = r.due(t0.Add(2*w), false)
+	if len(got) != 1 || got[0].Count != 1 {
+		t.Fatalf("second summary = %+v", got)
+	}
+	if !r.note("198.51.100.1", stall, t0.Add(2*w)) {
+		t.Fatal("a host whose window ended quietly was not reported at once again")
+	}
+	// A window with nothing to summarise forgets the host too.
+	if got := r.due(t0.Add(3*w), false); len(got) != 0 {
+		t.Fatalf("summaries without refusals: %v", got)
+	}
+	if !r.note("192.0.2.1", busy, t0.Add(3*w)) {
+		t.Fatal("a host whose window ended quietly was not reported at once again")
+	}
+
+	// Many hosts: a few are reported one by one per window, the others share one summary.
+	r = newRefusalLog(w)
+	reported := 0
+	const hosts = 300
+	for i := range hosts {
+		host := fmt.Sprintf("10.0.%d.%d", i/256, i%256)
+		if r.note(host, busy, t0) {
+			reported++
+		}
+		r.note(host, busy, t0) // a second refusal from each
+	}
+	if reported != maxReportedHosts {
+		t.Fatalf("%d hosts reported at once, want %d", reported, maxReportedHosts)
+	}
+	got = r.due(t0.Add(w), false)
+	if len(got) != maxReportedHosts+1 {
+		t.Fatalf("%d summaries, want %d: %v", len(got), maxReportedHosts+1, got)
+	}
+	total := maxReportedHosts
+	for _, s := range got {
+		total += s.Count
+	}
+	if last := got[len(got)-1]; last.Host != otherHosts || total != 2*hosts {
+		t.Fatalf("summaries %v account for %d refusals, want %d with %q last", got, total, 2*hosts, otherHosts)
+	}
+	// While the first hosts keep at it, a new host is only summarised...
+	for i := range maxReportedHosts {
+		r.note(fmt.Sprintf("10.0.%d.%d", i/256, i%256), busy, t0.Add(w+time.Second))
+	}
+	if r.note("192.0.2.99", busy, t0.Add(w+time.Second)) {
+		t.Fatal("a new host was reported one by one while the table was full")
+	}
+	// ...and once they have been quiet for a window, new hosts are reported one by one again.
+	r.due(t0.Add(2*w), false)
+	r.due(t0.Add(3*w), false)
+	if !r.note("192.0.2.99", busy, t0.Add(3*w)) {
+		t.Fatal("a new host was not reported after the others went quiet")
+	}
+}
+
+// TestListenerCloseLogsSummary: refusals still unreported at Close go to the Logger, summarised.
+func TestListenerCloseLogsSummary(t *testing.T) {
+	var buf bytes.Buffer
+	log := logrus.New()
+	log.SetOutput(&buf)
+	cfg := testConfig(nil)
+	cfg.Logger = log
+	l, err := Listen("127.0.0.1:0", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := acceptLoop(testCtx(t), l)
+	for range 3 {
+		nc, err := net.Dial("tcp", l.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		nc.Write([]byte("garbage\n"))
+		nc.Close()
+	}
+	got := waitTally(t, errs, 1, 2*time.Second)
+	time.Sleep(200 * time.Millisecond) // the other two are refused meanwhile
+	l.Close()
+	if got.reports != 1 || !strings.Contains(buf.String(), "2 more connections refused") {
+		t.Fatalf("reported %+v; log:\n%s", got, buf.String())
+	}
+}
+
+// TestStalledTLSHandshake: a client that starts a TLS handshake and stalls is cut at the
+// handshake deadline and reported as a timeout, like one that stalls before its preamble.
+func TestStalledTLSHandshake(t *testing.T) {
+	creds, _ := testCreds(t)
+	cfg := testConfig(creds)
+	cfg.HandshakeTimeout = 300 * time.Millisecond
+	l, err := Listen("127.0.0.1:0", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	errs := acceptLoop(testCtx(t), l)
+	nc := stall(t, l.Addr().String(), "")
+	if _, err := nc.Write([]byte{0x16, 0x03, 0x01, 0x02, 0x00}); err != nil { // a ClientHello that never comes
+		t.Fatal(err)
+	}
+	got := waitTally(t, errs, 1, 3*time.Second)
+	if got.stalled != 1 {
+		t.Fatalf("reported %+v: %v", got, errs.snapshot())
+	}
+	if e := errs.snapshot()[0]; !IsTimeout(e) || !strings.Contains(e.Error(), "did not finish its handshake in time") {
+		t.Fatalf("a stalled TLS handshake was reported as %v", e)
 	}
 }

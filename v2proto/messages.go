@@ -749,20 +749,27 @@ func (m *Offer) unmarshal(body []byte) error {
 // MsgAgree carries the source's computed agreement.
 const MsgAgree MsgType = 3
 
-// Agree carries the source's computed agreement (SPEC §4.3).
+// Agree carries the source's computed agreement (SPEC §4.3), bound to this session by the
+// transcript hash through Offer: a replayed Agree cannot match a fresh Offer's nonce.
 type Agree struct {
-	Agreement Agreement
+	Agreement      Agreement
+	TranscriptHash [32]byte // through Offer (SPEC §7)
 }
 
 func (*Agree) Type() MsgType { return MsgAgree }
 
-func (m *Agree) marshal(b *builder) { b.field(1, m.Agreement.marshal) }
+func (m *Agree) marshal(b *builder) {
+	b.field(1, m.Agreement.marshal)
+	b.putBytes(2, m.TranscriptHash[:])
+}
 
 func (m *Agree) unmarshal(body []byte) error {
-	return decodeFields("Agree", body, 1, func(tag uint16, val []byte) (err error) {
+	return decodeFields("Agree", body, 2, func(tag uint16, val []byte) (err error) {
 		switch tag {
 		case 1:
 			err = m.Agreement.unmarshal("Agree.agreement", val)
+		case 2:
+			m.TranscriptHash, err = decBytes32("Agree.transcript_hash", val)
 		default:
 			return errUnknownField
 		}

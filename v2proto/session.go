@@ -391,7 +391,7 @@ func (s *Source) SendAgree(ctx context.Context) (*Agreement, error) {
 		s.sendAbort(&AbortError{Code: CodeOf(err), Stage: StageAgree, Message: err.Error(), Err: err})
 		return nil, err
 	}
-	back, err := s.sendChecked(ctx, StageAgree, &Agree{Agreement: *a}, true)
+	back, err := s.sendChecked(ctx, StageAgree, &Agree{Agreement: *a, TranscriptHash: s.c.TranscriptHash()}, true)
 	if err != nil {
 		return nil, err
 	}
@@ -587,6 +587,7 @@ func (d *Destination) ReadAgree(ctx context.Context) (*Agreement, error) {
 	if _, err := d.begin("ReadAgree", StageAgree); err != nil {
 		return nil, err
 	}
+	want := d.c.TranscriptHash()
 	m, frame, err := d.expect(ctx, StageAgree, d.cfg.AgreeTimeout, false, MsgAgree)
 	if d.localErr != nil {
 		// SPEC §5: both sides know the refusal; the source aborts with it. Whatever arrived
@@ -599,6 +600,9 @@ func (d *Destination) ReadAgree(ctx context.Context) (*Agreement, error) {
 	}
 	if err != nil {
 		return nil, err
+	}
+	if h := m.(*Agree).TranscriptHash; h != want {
+		return nil, d.fail(StageAgree, AbortTranscript, fmt.Sprintf("Agree carries transcript hash %x, this side computed %x", h[:8], want[:8]), ErrTranscript)
 	}
 	got := &m.(*Agree).Agreement
 	if ok, diff := EqualAgreements(d.local, got); !ok {

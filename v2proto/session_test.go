@@ -448,11 +448,39 @@ func TestAgreementMismatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	a.Channels = 64 // cheat
-	if err := src.send(ctx, StageAgree, &Agree{Agreement: *a}, true); err != nil {
+	if err := src.send(ctx, StageAgree, &Agree{Agreement: *a, TranscriptHash: src.c.TranscriptHash()}, true); err != nil {
 		t.Fatal(err)
 	}
 	err = <-got
 	if CodeOf(err) != AbortAgreementMismatch || !strings.Contains(err.Error(), "channels=64") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+// TestAgreeTranscriptMismatch: an Agree not bound to this session's Offer (a replay) is refused
+// before the agreement is even compared.
+func TestAgreeTranscriptMismatch(t *testing.T) {
+	c, s := listenerPair(t, RoleSource, testConfig(nil), testConfig(nil))
+	ctx := testCtx(t)
+	got := make(chan error, 1)
+	go func() {
+		d, _ := s.Destination()
+		d.ReadHello(ctx)
+		d.SendOffer(ctx, sampleOffer(1))
+		_, err := d.ReadAgree(ctx)
+		got <- err
+	}()
+	src, _ := c.Source()
+	src.SendHello(ctx, sampleHello(1))
+	src.ReadOffer(ctx)
+	a, err := Negotiate(src.Hello(), src.Offer())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := src.send(ctx, StageAgree, &Agree{Agreement: *a, TranscriptHash: [32]byte{7}}, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-got; CodeOf(err) != AbortTranscript || !errors.Is(err, ErrTranscript) {
 		t.Fatalf("got %v", err)
 	}
 }
