@@ -7,7 +7,7 @@ FUZZTIME  ?= 60s
 INTEGRATION_TIMEOUT ?= 40m
 export CGO_ENABLED := 1
 
-.PHONY: all build deps test test-unit test-integration test-libvirt lint demo fuzz bench clean
+.PHONY: all build deps test test-unit test-integration test-libvirt lint demo fuzz bench clean soak reliability
 
 all: build
 
@@ -46,6 +46,14 @@ test-libvirt: deps guest build
 ## demo: a real guest migrated with mig2 (v2, TLS) between two local QEMUs.
 demo: deps guest build
 	./scripts/demo.sh
+
+## bench: the migration benchmark (bench/): mig2 against QEMU's defaults, virsh in the libvirt
+## lab and the best hand-tuned QMP setting, on the test guest; writes docs/bench/ (README.md,
+## SVG plots, results.json). About 40 minutes on 2 cores. For development, shorten it with
+## BENCH_REPS=1 BENCH_CASES=rand:50 BENCH_SWEEP=minimal BENCH_LIBVIRT=0 (bench/doc.go).
+bench: deps guest build
+	$(GO) build -o bin/mig2-bench ./bench
+	bin/mig2-bench -mig2 $(BIN) -out docs/bench
 
 ## fuzz: run every fuzz target for FUZZTIME (default 60s) each.
 fuzz: deps
@@ -90,3 +98,25 @@ test-vagrant:
 ## packaging's own check of its sections and keys (the same test `go test ./...` runs).
 lint-units:
 	$(GO) test -count=1 -run TestUnit -v ./packaging/
+
+## soak: not part of `make test`. SOAK_PLAIN migrations back and forth between two plain QEMUs
+## and SOAK_LAB between the libvirt lab's two hosts, the dirtying guest's memory verified after
+## each; the agents' RSS and goroutines sampled after each. Results: SOAK_OUT (JSON).
+SOAK_PLAIN   ?= 100
+SOAK_LAB     ?= 20
+SOAK_OUT     ?= $(CURDIR)/test/soak/results.json
+SOAK_TIMEOUT ?= 6h
+soak: deps guest build
+	MIG2_BIN=$(CURDIR)/$(BIN) SOAK_PLAIN=$(SOAK_PLAIN) SOAK_LAB=$(SOAK_LAB) SOAK_OUT=$(SOAK_OUT) \
+	  $(GO) test -tags soak -count=1 -p 1 -timeout $(SOAK_TIMEOUT) -v ./test/soak/
+
+## reliability: runs the fault, hostile-peer and cancel tests with -json and regenerates
+## docs/RELIABILITY.md from their results and the soak's (SOAK_OUT; `make soak` first).
+RELIABILITY_TESTS ?= ^(TestHostile.*|TestFault.*|TestLabFault.*|TestDestinationKilled|TestCancel)$$
+RELIABILITY_JSON  ?= bin/reliability.json
+reliability: deps guest build
+	@echo "reliability: running $(RELIABILITY_TESTS) (go test -json into $(RELIABILITY_JSON))"
+	@MIG2_BIN=$(CURDIR)/$(BIN) $(GO) test -tags integration -count=1 -p 1 -timeout $(INTEGRATION_TIMEOUT) -json \
+	  -run '$(RELIABILITY_TESTS)' ./test/integration/ > $(RELIABILITY_JSON); rc=$$?; \
+	  $(GO) run ./test/tools/reliability -o docs/RELIABILITY.md -soak $(SOAK_OUT) $(RELIABILITY_JSON) || rc=1; \
+	  exit $$rc

@@ -106,6 +106,13 @@ func (a *Agent) Addr() net.Addr { return a.ln.Addr() }
 func (a *Agent) Serve(ctx context.Context) error {
 	runCtx, cancelRuns := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelRuns()
+	warmCtx, stopWarming := context.WithCancel(ctx)
+	warmDone := make(chan struct{})
+	go func() {
+		defer close(warmDone)
+		a.warmCaches(warmCtx)
+	}()
+	defer func() { stopWarming(); <-warmDone }()
 	for {
 		d, err := a.ln.AcceptDestination(ctx, func(err error) {
 			a.log.WithError(err).Warn("driver: refused a connection")
@@ -212,9 +219,19 @@ func (a *Agent) serve(ctx context.Context, d *v2proto.Destination) {
 		log.Info("driver: incoming migration finished: the guest runs here")
 	case v2proto.IsRefused(err) || v2proto.IsDeviceMismatch(err):
 		log.WithError(err).Warn("driver: incoming migration refused")
+	case sourceCancelledBeforeStart(err):
+		// `mig2 check`, or a source that changed its mind: nothing was migrated or lost.
+		log.WithError(err).Info("driver: the source ended the session before the migration started")
 	default:
 		log.WithError(err).Error("driver: incoming migration failed")
 	}
+}
+
+// sourceCancelledBeforeStart reports an Abort "cancelled" from the source before Start.
+func sourceCancelledBeforeStart(err error) bool {
+	var ae *v2proto.AbortError
+	return errors.As(err, &ae) && ae.FromPeer && ae.Code == v2proto.AbortCancelled &&
+		(ae.Stage == v2proto.StageHello || ae.Stage == v2proto.StageOffer || ae.Stage == v2proto.StageAgree || ae.Stage == v2proto.StageReady || ae.Stage == v2proto.StageStart)
 }
 
 // run is one incoming migration from Hello to Result.
@@ -232,12 +249,7 @@ func (in *incoming) run(ctx context.Context, hello *v2proto.Hello) error {
 		_ = d.Abort(ctx, v2proto.AbortUnknownGuest, err.Error())
 		return err
 	}
-	facts, err := QEMUFacts(ctx, mon)
-	if err != nil {
-		_ = d.Abort(ctx, v2proto.AbortInternal, err.Error())
-		return err
-	}
-	tree, err := qmp.ReadDeviceTree(ctx, mon)
+	facts, tree, err := probeQEMU(ctx, mon)
 	if err != nil {
 		_ = d.Abort(ctx, v2proto.AbortInternal, err.Error())
 		return err
@@ -409,13 +421,31 @@ func (in *incoming) supervise(ctx context.Context) error {
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
 	lastProgress := time.Now()
+	var orphanDeadline <-chan time.Time // set when the source vanished after Switchover
+	srcCh := (<-chan error)(fromSource) // nil once the source is gone
 	for {
 		select {
 		case <-ctx.Done(): // the agent is shutting down and the grace period is over
 			_ = d.Abort(context.WithoutCancel(ctx), v2proto.AbortCancelled, "the destination agent is shutting down")
 			return in.cleanup(false, fmt.Errorf("driver: cancelled by agent shutdown: %w", ctx.Err()))
-		case err := <-fromSource:
-			return in.cleanup(false, fmt.Errorf("driver: the source ended the migration: %w", err))
+		case err := <-srcCh:
+			var ae *v2proto.AbortError
+			if !d.SwitchoverReceived() || (errors.As(err, &ae) && ae.FromPeer) {
+				// Before Switchover the source still owns the guest (its mig2, or mig2's guard,
+				// cancels its side); an explicit Abort means the source resumes its copy.
+				// Either way this QEMU can never receive the guest: clean up (FAULTS.md).
+				return in.cleanup(false, fmt.Errorf("driver: the source ended the migration: %w", err))
+			}
+			// The connection broke after Switchover: the source may have let go of the guest,
+			// whose final state is then on its way here, and never resumes a source that
+			// completed without a verdict. Follow the incoming migration to its end: the guest
+			// runs here if it completes, and this QEMU is cleaned up if it fails.
+			in.log.WithError(err).Warn("driver: the connection to the source was lost after Switchover: following the incoming migration to its end")
+			srcCh = nil
+			orphanDeadline = time.After(orphanGrace)
+			continue
+		case <-orphanDeadline:
+			return in.cleanup(false, fmt.Errorf("driver: the source vanished after Switchover and the incoming migration did not end within %s", orphanGrace))
 		case <-in.mon.Done():
 			text := in.awaitDeathText("")
 			details := "the destination QEMU exited during the incoming migration"
@@ -441,10 +471,14 @@ func (in *incoming) supervise(ctx context.Context) error {
 			_ = d.SendResult(context.WithoutCancel(ctx), &v2proto.Result{Outcome: v2proto.OutcomeFailed, Status: string(mi.Status), DestError: text})
 			return in.cleanup(false, fmt.Errorf("driver: the incoming migration %s: %s", mi.Status, text))
 		case qmp.MigrationCompleted:
-			return in.finish(ctx, fromSource)
+			return in.finish(ctx, srcCh)
 		}
 	}
 }
+
+// orphanGrace bounds how long an incoming migration is followed after its source vanished
+// past Switchover: the final device state takes seconds, not minutes.
+const orphanGrace = 2 * time.Minute
 
 // awaitDeathText gives a dying QEMU a moment to finish writing its stderr, then reads it.
 func (in *incoming) awaitDeathText(fallback string) string {

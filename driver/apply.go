@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/mig2/mig2/qmp"
 )
@@ -25,34 +26,75 @@ func applyPlan(ctx context.Context, ex qmp.Executor, p qemuPlan) (*applied, erro
 }
 
 // applyCaps sets a plan that its path's guard has checked (applyPlan for v2, applyV1 for v1).
+// Requests that do not depend on each other go out together (QMP pipelines them): reading the
+// previous state with removing leftovers, then the objects, then capabilities with parameters.
 func applyCaps(ctx context.Context, ex qmp.Executor, p qemuPlan) (*applied, error) {
 	a := &applied{}
-	var err error
-	if a.prevCaps, err = qmp.QueryMigrateCapabilities(ctx, ex); err != nil {
-		return nil, fmt.Errorf("driver: read migration capabilities: %w", err)
-	}
-	if a.prevParams, err = qmp.QueryMigrateParameters(ctx, ex); err != nil {
-		return nil, fmt.Errorf("driver: read migration parameters: %w", err)
-	}
-	fail := func(err error) (*applied, error) {
-		return nil, errors.Join(err, a.restore(context.WithoutCancel(ctx), ex))
+	steps := []func() error{
+		func() (err error) {
+			if a.prevCaps, err = qmp.QueryMigrateCapabilities(ctx, ex); err != nil {
+				return fmt.Errorf("driver: read migration capabilities: %w", err)
+			}
+			return nil
+		},
+		func() (err error) {
+			if a.prevParams, err = qmp.QueryMigrateParameters(ctx, ex); err != nil {
+				return fmt.Errorf("driver: read migration parameters: %w", err)
+			}
+			return nil
+		},
 	}
 	for _, o := range p.Objects {
 		id, _ := o.ObjectArgs()["id"].(string)
 		// A leftover from a migration that was killed half-way would make object-add fail.
-		_ = qmp.ObjectDel(ctx, ex, id)
+		steps = append(steps, func() error { _ = qmp.ObjectDel(ctx, ex, id); return nil })
+	}
+	if err := concurrently(steps...); err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*applied, error) {
+		return nil, errors.Join(err, a.restore(context.WithoutCancel(ctx), ex))
+	}
+	for _, o := range p.Objects { // in order: an authz object may be named by the credentials
+		id, _ := o.ObjectArgs()["id"].(string)
 		if err := qmp.ObjectAdd(ctx, ex, o); err != nil {
 			return fail(fmt.Errorf("driver: object-add %s: %w", id, err))
 		}
 		a.objects = append(a.objects, id)
 	}
-	if err := qmp.MigrateSetCapabilities(ctx, ex, p.Caps); err != nil {
-		return fail(fmt.Errorf("driver: set migration capabilities: %w", err))
-	}
-	if err := qmp.MigrateSetParameters(ctx, ex, p.Params); err != nil {
-		return fail(fmt.Errorf("driver: set migration parameters: %w", err))
+	err := concurrently(
+		func() error {
+			if err := qmp.MigrateSetCapabilities(ctx, ex, p.Caps); err != nil {
+				return fmt.Errorf("driver: set migration capabilities: %w", err)
+			}
+			return nil
+		},
+		func() error {
+			if err := qmp.MigrateSetParameters(ctx, ex, p.Params); err != nil {
+				return fmt.Errorf("driver: set migration parameters: %w", err)
+			}
+			return nil
+		},
+	)
+	if err != nil {
+		return fail(err)
 	}
 	return a, nil
+}
+
+// concurrently runs fns at once and returns their errors joined.
+func concurrently(fns ...func() error) error {
+	errs := make([]error, len(fns))
+	var wg sync.WaitGroup
+	for i, fn := range fns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = fn()
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // restore puts the capabilities and the TLS parameters back and removes mig2's objects. It is

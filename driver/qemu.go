@@ -58,24 +58,49 @@ func (q *QEMU) Facts(ctx context.Context) (v2proto.HostFacts, error) {
 }
 
 // QEMUFacts reads a QEMU's facts through any QMP executor (a socket, or libvirt's pass-through).
+// What comes from the QMP schema is cached per QEMU binary (qemucache.go).
 func QEMUFacts(ctx context.Context, ex qmp.Executor) (v2proto.HostFacts, error) {
-	ver, err := qmp.QueryVersion(ctx, ex)
-	if err != nil {
+	var (
+		ver  qmp.VersionInfo
+		caps []qmp.MigrationCapabilityStatus
+		bin  binaryFacts
+	)
+	verErr, capsErr := make(chan error, 1), make(chan error, 1)
+	go func() {
+		var err error
+		ver, err = qmp.QueryVersion(ctx, ex)
+		verErr <- err
+	}()
+	go func() {
+		var err error
+		caps, err = qmp.QueryMigrateCapabilities(ctx, ex)
+		capsErr <- err
+	}()
+	if err := <-verErr; err != nil {
+		<-capsErr
 		return v2proto.HostFacts{}, fmt.Errorf("driver: query-version: %w", err)
 	}
-	caps, err := qmp.QueryMigrateCapabilities(ctx, ex)
-	if err != nil {
-		return v2proto.HostFacts{}, fmt.Errorf("driver: query-migrate-capabilities: %w", err)
+	proc, known := identifyQEMU(ex)
+	key := proc.binaryKey(ver.String())
+	if !known || !cacheLoad(key, &bin) {
+		schema, err := qmp.QuerySchema(ctx, ex)
+		if err != nil {
+			<-capsErr
+			return v2proto.HostFacts{}, fmt.Errorf("driver: query-qmp-schema: %w", err)
+		}
+		bin = binaryFacts{Parameters: schema.MigrationParameters(), Compression: schema.CompressionMethods()}
+		if known {
+			cacheStore(key, bin)
+		}
 	}
-	schema, err := qmp.QuerySchema(ctx, ex)
-	if err != nil {
-		return v2proto.HostFacts{}, fmt.Errorf("driver: query-qmp-schema: %w", err)
+	if err := <-capsErr; err != nil {
+		return v2proto.HostFacts{}, fmt.Errorf("driver: query-migrate-capabilities: %w", err)
 	}
 	f := v2proto.HostFacts{
 		Mig2Version: Version,
 		QEMUVersion: fmt.Sprintf("%d.%d.%d", ver.QEMU.Major, ver.QEMU.Minor, ver.QEMU.Micro),
-		Parameters:  sortedSet(schema.MigrationParameters()),
-		Compression: sortedSet(schema.CompressionMethods()),
+		Parameters:  sortedSet(bin.Parameters),
+		Compression: sortedSet(bin.Compression),
 		Cores:       uint32(runtime.NumCPU()),
 		MemoryBytes: hostMemory(),
 	}
@@ -121,7 +146,7 @@ func hostMemory() uint64 {
 
 // DeviceTree reads the guest's device tree through QOM and converts it to v2proto's form.
 func (q *QEMU) DeviceTree(ctx context.Context) (v2proto.DeviceTree, error) {
-	t, err := qmp.ReadDeviceTree(ctx, q.mon)
+	t, err := readDeviceTree(ctx, q.mon)
 	if err != nil {
 		return v2proto.DeviceTree{}, err
 	}

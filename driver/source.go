@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -38,8 +39,11 @@ type MigrateOptions struct {
 	KeepSource      bool          // leave the stale source paused instead of shutting it down
 	SkipDeviceCheck bool          // experts only: do not compare device trees (the agent must allow it)
 	CheckOnly       bool          // handshake and compatibility report, no migration
-	OnProgress      func(Progress)
-	Log             logrus.FieldLogger
+	// Guard starts the source guard, which takes over the source QEMU if this process dies
+	// without finishing (SIGKILL, a crash: see guard.go and docs/FAULTS.md); nil = no guard.
+	Guard      *GuardCommand
+	OnProgress func(Progress)
+	Log        logrus.FieldLogger
 }
 
 func (o *MigrateOptions) defaults() {
@@ -190,27 +194,23 @@ func (s *source) hello(ctx context.Context) (*v2proto.Hello, error) {
 		return nil, fmt.Errorf("driver: guest %s is waiting for an incoming migration; it has nothing to send", s.q.Name)
 	}
 	s.running = st.Running
-	facts, err := s.q.Facts(ctx)
+	p, err := s.q.probeSource(ctx)
 	if err != nil {
 		return nil, err
 	}
-	tree, err := s.q.DeviceTree(ctx)
-	if err != nil {
-		return nil, err
+	if p.compErr != nil {
+		s.log.WithError(p.compErr).Debug("driver: compressibility not measured")
 	}
-	comp, err := sampleCompressibility(ctx, s.q.mon, tree.RAMBytes)
-	if err != nil {
-		s.log.WithError(err).Debug("driver: compressibility not measured")
-	}
+	s.sum.Preflight.Facts, s.sum.Preflight.DeviceTree, s.sum.Preflight.Sample = p.tFacts, p.tTree, p.tSample
 	h := &v2proto.Hello{
-		MigrationID: s.id, Guest: s.q.Name, Wants: s.opts.Wants.proto(), Host: facts,
-		TLS: !s.opts.Insecure, DeviceTree: tree, Compressibility: comp,
+		MigrationID: s.id, Guest: s.q.Name, Wants: s.opts.Wants.proto(), Host: p.facts,
+		TLS: !s.opts.Insecure, DeviceTree: p.tree, Compressibility: p.comp,
 	}
 	if s.opts.SkipDeviceCheck {
 		h.Features = []v2proto.Feature{} // no device-tree feature: the trees are not compared
 		s.log.Warn("driver: --skip-device-check: the device trees will NOT be compared; a mismatch is found only when the destination loads device state")
 	}
-	s.sum.Preflight.Facts = time.Since(t0)
+	s.sum.Preflight.Source = time.Since(t0)
 	return h, nil
 }
 
@@ -260,7 +260,17 @@ func (s *source) run(ctx context.Context) (*Summary, error) {
 		return nil, err
 	}
 	s.sum.Preflight.Handshake = time.Since(t0)
+	s.sum.Preflight.Destination = min(ready.Prepare, s.sum.Preflight.Handshake)
+	s.sum.Preflight.Protocol = s.sum.Preflight.Handshake - s.sum.Preflight.Destination
 
+	// From here on the source QEMU is changed: a guard makes sure a mig2 that dies (SIGKILL,
+	// a crash) never leaves it half-way. It is released when run returns, whatever happened.
+	guard, err := startGuard(s.opts.Guard, GuardConfig{QMP: s.q.Socket, Guest: s.q.Name, MigrationID: s.id, ParentPID: os.Getpid(), Resume: s.running})
+	if err != nil {
+		_ = sess.Abort(ctx, v2proto.AbortInternal, "the source could not start its guard process: "+err.Error())
+		return nil, s.failed("apply", err, "")
+	}
+	defer guard.release(s.log)
 	t1 := time.Now()
 	host := uriHost(ready.MigrationURI)
 	if s.opts.ServerName != "" {
@@ -276,10 +286,12 @@ func (s *source) run(ctx context.Context) (*Summary, error) {
 		_ = sess.Abort(context.WithoutCancel(ctx), v2proto.AbortApplyFailed, "the source could not apply the agreed set: "+err.Error())
 		return nil, s.failed("apply", err, "")
 	}
+	guard.noteApplied(applied, s.log)
 	s.sum.Preflight.ApplySource = time.Since(t1)
 	if err := sess.SendStart(ctx); err != nil {
 		return nil, s.failed("start", errors.Join(err, applied.restore(context.WithoutCancel(ctx), s.q.mon)), "")
 	}
+	s.sum.Preflight.Total = time.Since(processStart)
 	if err := qmp.Migrate(ctx, s.q.mon, ready.MigrationURI); err != nil {
 		_ = sess.Abort(context.WithoutCancel(ctx), v2proto.AbortSourceFailed, "the source QEMU refused migrate: "+err.Error())
 		return nil, s.failed("migrate", errors.Join(err, applied.restore(context.WithoutCancel(ctx), s.q.mon)), "")
@@ -302,6 +314,8 @@ func (s *source) follow(ctx context.Context, sess *v2proto.Source, applied *appl
 	readCtx, stopRead := context.WithCancel(context.WithoutCancel(ctx))
 	events := make(chan peerEvent, 4)
 	readerDone := make(chan struct{})
+	var lastHeard atomic.Int64 // unix ns of the destination's last message, for stall reports
+	lastHeard.Store(time.Now().UnixNano())
 	go func() {
 		defer close(readerDone)
 		for {
@@ -310,6 +324,7 @@ func (s *source) follow(ctx context.Context, sess *v2proto.Source, applied *appl
 				events <- peerEvent{err: err}
 				return
 			}
+			lastHeard.Store(time.Now().UnixNano())
 			if r, ok := m.(*v2proto.Result); ok {
 				events <- peerEvent{result: r}
 				return
@@ -360,6 +375,10 @@ func (s *source) follow(ctx context.Context, sess *v2proto.Source, applied *appl
 		Peer: peerErr,
 	})
 	s.fillStats(info)
+	var se *StallError
+	if errors.As(werr, &se) {
+		se.PeerSilent = time.Since(time.Unix(0, lastHeard.Load()))
+	}
 
 	var dr *destinationResultError
 	if errors.As(werr, &dr) && dr.r.Outcome == v2proto.OutcomeRunning {
@@ -376,8 +395,43 @@ func (s *source) follow(ctx context.Context, sess *v2proto.Source, applied *appl
 	if werr == nil { // the source QEMU says completed: only the destination's verdict counts
 		return s.confirm(ctx, sess, forward, &early, applied)
 	}
+	if dr == nil {
+		// A failure, a cancel or a lost destination after the source QEMU was told to continue
+		// (status device): the final state is on its way and may already run on the destination,
+		// so cancelling now could leave the guest running twice. Let the source QEMU finish
+		// and decide by the destination's verdict, as after a normal completion (FAULTS.md).
+		if info, ok := s.pastSwitchover(context.WithoutCancel(ctx)); ok {
+			s.log.WithError(werr).Warnf("driver: the source QEMU had already let go of the guest (%s): finishing the switchover instead of cancelling", info.Status)
+			s.fillStats(info)
+			return s.confirm(context.WithoutCancel(ctx), sess, forward, &early, applied)
+		}
+	}
 	// Failure, cancel or stall before the source QEMU completed: roll back.
 	return nil, s.rollback(ctx, sess, werr, forward, &early, applied)
+}
+
+// pastSwitchover reports whether the source QEMU has passed the point of no return
+// (migrate-continue was issued): it waits for such a migration to end and returns its final
+// state when it completed.
+func (s *source) pastSwitchover(ctx context.Context) (qmp.MigrationInfo, bool) {
+	info, err := qmp.QueryMigrate(ctx, s.q.mon)
+	if err != nil || (info.Status != qmp.MigrationDevice && info.Status != qmp.MigrationCompleted) {
+		return info, false
+	}
+	if info.Status == qmp.MigrationDevice {
+		if info, err = settle(ctx, s.q.mon, 2*time.Minute); err != nil {
+			s.log.WithError(err).Error("driver: waiting for the source QEMU to finish the switchover")
+			return info, false
+		}
+	}
+	return info, info.Status == qmp.MigrationCompleted
+}
+
+// lostDestination reports whether an error from the control connection leaves the
+// destination's state unknown: anything but an explicit Abort from the agent.
+func lostDestination(err error) bool {
+	var ae *v2proto.AbortError
+	return err != nil && !(errors.As(err, &ae) && ae.FromPeer)
 }
 
 // resultText is the destination's account of a failure: its QEMU's own words, else its details.
@@ -418,6 +472,7 @@ func (s *source) confirm(ctx context.Context, sess *v2proto.Source, forward <-ch
 	cctx, cancel := context.WithTimeout(ctx, s.opts.ConfirmTimeout)
 	defer cancel()
 	var ev peerEvent
+	timedOut := false
 	select {
 	case <-forward:
 		if *early == nil {
@@ -426,6 +481,7 @@ func (s *source) confirm(ctx context.Context, sess *v2proto.Source, forward <-ch
 			ev = **early
 		}
 	case <-cctx.Done():
+		timedOut = true
 		ev = peerEvent{err: fmt.Errorf("driver: no verdict from the destination within %s of the source completing: %w", s.opts.ConfirmTimeout, cctx.Err())}
 	}
 	if ev.result != nil && ev.result.Outcome == v2proto.OutcomeRunning {
@@ -445,6 +501,14 @@ func (s *source) confirm(ctx context.Context, sess *v2proto.Source, forward <-ch
 			err = fmt.Errorf("%w: %s", err, ev.result.Details)
 		}
 	}
+	if ev.result == nil && !timedOut && lostDestination(ev.err) {
+		// The connection to the agent broke after the source let go of the guest. The agent
+		// follows an incoming migration that has seen Switchover to its end, so the guest may
+		// well run there: resuming the source could run it twice. Leave it paused.
+		s.sum.SourceAfter = "paused (postmigrate)"
+		return nil, &MigrationError{Stage: "confirm", Err: fmt.Errorf("driver: the connection to the destination was lost after the source QEMU completed, before the destination's verdict: %w", ev.err),
+			SourceNote: "the source QEMU completed and is left paused (postmigrate): the guest may be running on the destination; check it there, and resume the source only if it does not run"}
+	}
 	if ev.result == nil {
 		_ = sess.Abort(context.WithoutCancel(ctx), v2proto.AbortTimeout, "no verdict from the destination; resuming the source guest")
 	}
@@ -457,9 +521,14 @@ func (s *source) confirm(ctx context.Context, sess *v2proto.Source, forward <-ch
 func (s *source) rollback(ctx context.Context, sess *v2proto.Source, cause error, forward <-chan struct{}, early **peerEvent, applied *applied) error {
 	bg := context.WithoutCancel(ctx)
 	info, qerr := qmp.QueryMigrate(bg, s.q.mon)
+	stuck := false
 	if qerr == nil && !info.Status.Terminal() && info.Status != qmp.MigrationNone {
-		if _, err := cancelAndWait(bg, s.q.mon, 30*time.Second); err != nil {
+		// A cancel takes milliseconds, unless QEMU's sending threads are blocked on a dead
+		// network: QEMU 7.2 then stays "cancelling" until the connection fails or recovers.
+		// The guest runs meanwhile (precopy never paused it), so waiting longer gains nothing.
+		if _, err := cancelAndWait(bg, s.q.mon, cancelLimit); err != nil {
 			s.log.WithError(err).Error("driver: cancelling the source migration")
+			stuck = true
 		}
 	}
 	// The destination's own words: from a Result or Abort it already sent, or, when the source
@@ -493,17 +562,23 @@ func (s *source) rollback(ctx context.Context, sess *v2proto.Source, cause error
 		s.log.WithError(err).Warn("driver: restoring the source QEMU's migration settings")
 	}
 	if ctx.Err() != nil {
-		cause = fmt.Errorf("driver: %w", ctx.Err())
+		cause = fmt.Errorf("driver: %w", context.Cause(ctx))
+	}
+	if stuck {
+		cause = fmt.Errorf("%w\n  the source QEMU is still cancelling: its migration connections are stuck (is the network down?); the guest keeps running, and QEMU ends the cancel once those connections fail or recover", cause)
 	}
 	return s.failed("migrate", cause, dest)
 }
+
+// cancelLimit bounds the wait for the source QEMU to confirm a cancel during a rollback.
+const cancelLimit = 15 * time.Second
 
 // abortFor picks the Abort code and message sent to the destination for a local failure.
 func abortFor(ctx context.Context, err error) (v2proto.AbortCode, string) {
 	var se *StallError
 	switch {
 	case ctx.Err() != nil:
-		return v2proto.AbortCancelled, "cancelled on the source"
+		return v2proto.AbortCancelled, "cancelled on the source: " + context.Cause(ctx).Error()
 	case errors.As(err, &se):
 		return v2proto.AbortTimeout, se.Error()
 	default:

@@ -13,12 +13,22 @@ type Adjustment struct {
 }
 
 // Preflight is the time from the command's start to the first RAM byte, split by what it was
-// spent on.
+// spent on. Facts, DeviceTree and Sample run at once (Source is their wall time); Handshake is
+// Protocol plus Destination.
 type Preflight struct {
-	Facts       time.Duration `json:"facts_ns"`        // the source QEMU's facts and device tree
-	Handshake   time.Duration `json:"handshake_ns"`    // Dial through Ready: the v2 protocol and the destination's work
+	Total       time.Duration `json:"total_ns"`        // process start to the source's migrate command
+	Source      time.Duration `json:"source_ns"`       // reading the source QEMU for Hello
+	Facts       time.Duration `json:"facts_ns"`        // the source QEMU's facts (version, capabilities, schema)
+	DeviceTree  time.Duration `json:"device_tree_ns"`  // the source QEMU's device tree
+	Sample      time.Duration `json:"sample_ns"`       // sampling guest RAM for compressibility
+	Handshake   time.Duration `json:"handshake_ns"`    // Dial through Ready
+	Protocol    time.Duration `json:"protocol_ns"`     // the v2 protocol itself: connect, TLS, messages
+	Destination time.Duration `json:"destination_ns"`  // the destination's own work (Ready's prepare_us)
 	ApplySource time.Duration `json:"apply_source_ns"` // configuring the source QEMU
 }
+
+// processStart approximates the command's start (package initialisation runs right after it).
+var processStart = time.Now()
 
 // Summary is what a finished migration reports.
 type Summary struct {

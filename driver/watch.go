@@ -77,10 +77,19 @@ type StallError struct {
 	Status      qmp.MigrationStatus
 	Transferred uint64
 	For         time.Duration
+	PeerSilent  time.Duration // how long the destination's agent had been silent, when known
 }
 
 func (e *StallError) Error() string {
-	return fmt.Sprintf("driver: migration made no progress for %s (status %s, %s sent): cancelled", e.For.Round(time.Second), e.Status, FormatBytes(e.Transferred))
+	msg := fmt.Sprintf("driver: migration made no progress for %s (status %s, %s sent): cancelled", e.For.Round(time.Second), e.Status, FormatBytes(e.Transferred))
+	// The agent sends Progress every few seconds: silence as long as the stall points at the
+	// network (or a frozen destination host) rather than at QEMU.
+	// (It sends Progress every 5 s: a silence that is both longer than that and as long as
+	// the stall is not the agent's normal cadence.)
+	if e.PeerSilent >= e.For && e.PeerSilent > 6*time.Second {
+		msg += fmt.Sprintf("; nothing heard from the destination agent for %s either: the network to the destination is probably down", e.PeerSilent.Round(time.Second))
+	}
+	return msg
 }
 
 // QEMUMigrationError is a migration the source QEMU reported failed, with its own words.
@@ -164,7 +173,7 @@ func watchSource(ctx context.Context, mon qmp.Monitor, cfg watchConfig) (qmp.Mig
 }
 
 // cancelAndWait cancels the source QEMU's migration and waits until QEMU says it is over.
-func cancelAndWait(ctx context.Context, mon qmp.Monitor, limit time.Duration) (qmp.MigrationInfo, error) {
+func cancelAndWait(ctx context.Context, mon qmp.Executor, limit time.Duration) (qmp.MigrationInfo, error) {
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	if err := qmp.MigrateCancel(ctx, mon); err != nil {

@@ -1,7 +1,14 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"os"
+	"os/signal"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -31,6 +38,51 @@ func hookHandler(lv *lvdriver.Incoming, policy lvdriver.Policy) hooks.Handler {
 	}
 }
 
+// statsOnSignal logs one line "agent: stats goroutines=N rss_kib=M" each time the agent
+// receives SIGUSR1 (the soak test samples it after every migration), until stop is called.
+func statsOnSignal(ctx context.Context) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGUSR1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-sig:
+				logrus.Infof("agent: stats goroutines=%d rss_kib=%d", runtime.NumGoroutine(), rssKiB())
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(sig)
+		cancel()
+		<-done
+	}
+}
+
+// rssKiB is the process's resident set size (VmRSS in /proc/self/status), -1 if unreadable.
+func rssKiB() int64 {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return -1
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			n, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			if err != nil {
+				return -1
+			}
+			return n
+		}
+	}
+	return -1
+}
+
 func newAgentCmd(g *globalFlags) *cobra.Command {
 	var (
 		listen, tlsDir, migHost string
@@ -57,7 +109,8 @@ the same directory QEMU's tls-creds-x509 uses). --authz restricts which client c
 After a failed incoming migration the waiting QEMU can never receive that guest (QEMU accepts
 one incoming migration per process), so the agent shuts it down, as libvirt does; start a new
 one to retry. SIGTERM or Ctrl-C stop accepting, let migrations in flight finish for up to
---shutdown-grace and cancel the rest cleanly.`,
+--shutdown-grace and cancel the rest cleanly. SIGUSR1 logs the agent's goroutine count and
+resident memory ("agent: stats goroutines=N rss_kib=M").`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			specs, err := parseGuestSpecs(guests)
@@ -80,6 +133,8 @@ one to retry. SIGTERM or Ctrl-C stop accepting, let migrations in flight finish 
 				cfg.Guests = append(cfg.Guests, driver.AgentGuest{Name: s.Name, QMP: s.QMP, LogPath: s.LogPath})
 			}
 			ctx := cmd.Context()
+			stopStats := statsOnSignal(ctx)
+			defer stopStats()
 			var lv *lvdriver.Incoming
 			if libvirtURI != "" {
 				if lv, err = lvdriver.NewIncoming(lvdriver.IncomingConfig{URI: libvirtURI, MaxChannels: maxChannels, DenyPostcopy: denyPostcopy}); err != nil {

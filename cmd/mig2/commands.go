@@ -10,7 +10,7 @@ import (
 
 // subcommands lists mig2's own sub-commands; anything else goes to virsh.
 func subcommands(g *globalFlags) []*cobra.Command {
-	return []*cobra.Command{newMigrateCmd(g), newCheckCmd(g), newAgentCmd(g), newHookCmd(g)}
+	return []*cobra.Command{newMigrateCmd(g), newCheckCmd(g), newAgentCmd(g), newHookCmd(g), newGuardCmd()}
 }
 
 func init() {

@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/signal"
 	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
@@ -135,10 +138,14 @@ func migrateQEMU(ctx context.Context, m virshMigrate, rep *reporter) error {
 	if err != nil {
 		return err
 	}
+	ctx, stopSignals := cancelOnSignals(ctx)
+	defer stopSignals()
 	opts := driver.MigrateOptions{
 		Dest: dest, Wants: wantsOf(m), TLSDir: tlsDirOf(m), Insecure: m.Insecure, ServerName: m.TLSDestination,
 		ProgressTimeout: m.ProgressTimeout, KeepSource: m.KeepSource, SkipDeviceCheck: m.SkipDeviceCheck,
 		OnProgress: rep.progress, Log: logrus.StandardLogger(),
+		// The guard re-runs this binary (/proc/self/exe survives an upgrade of the file on disk).
+		Guard: &driver.GuardCommand{Argv: []string{"/proc/self/exe", guardCmdName}, Output: os.Stderr},
 	}
 	if m.Timeout > 0 {
 		var cancel context.CancelFunc
@@ -349,4 +356,102 @@ func onOff(b bool) string {
 func isTerminal(w any) bool {
 	f, ok := w.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// signalCancel is the cause of a migration cancelled by a signal; it is a context.Canceled, so
+// the cancel is classified (exit 6) and reported like Ctrl-C.
+type signalCancel struct{ sig os.Signal }
+
+func (e *signalCancel) Error() string {
+	return fmt.Sprintf("cancelled by %s (signal %s)", signalName(e.sig), e.sig)
+}
+func (e *signalCancel) Unwrap() error { return context.Canceled }
+
+func signalName(sig os.Signal) string {
+	switch sig {
+	case syscall.SIGINT:
+		return "SIGINT"
+	case syscall.SIGTERM:
+		return "SIGTERM"
+	case syscall.SIGHUP:
+		return "SIGHUP (the terminal went away)"
+	}
+	return sig.String()
+}
+
+// cancelOnSignals cancels a migration cleanly on SIGINT, SIGTERM and SIGHUP, with the signal as
+// the cause: the source QEMU's migration is cancelled, its guest resumed and the agent told, so
+// nothing is left half-way (docs/FAULTS.md). Signals after the first change nothing: the
+// rollback must not be interrupted. SIGPIPE is taken too, so that a closed stdout or stderr
+// (mig2 migrate ... | head) makes writes fail instead of killing mig2 mid-migration. Uncatchable
+// deaths (SIGKILL, a crash) are the guard's (driver/guard.go).
+func cancelOnSignals(parent context.Context) (context.Context, func()) {
+	// Not derived from parent's cancel: main's handler would race this one and lose the signal's
+	// name. A cancel that already happened is kept.
+	ctx, cancel := context.WithCancelCause(context.WithoutCancel(parent))
+	if parent.Err() != nil {
+		cancel(context.Cause(parent))
+	}
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGPIPE)
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() { // owned here: stopped and waited for by the returned func
+		defer close(finished)
+		for {
+			select {
+			case sig := <-sigs:
+				if sig == syscall.SIGPIPE {
+					continue
+				}
+				if ctx.Err() == nil {
+					logrus.Warnf("mig2: %s: cancelling the migration; the source guest is kept running (a second signal changes nothing)", signalName(sig))
+				}
+				cancel(&signalCancel{sig: sig})
+			case <-done:
+				return
+			}
+		}
+	}()
+	return ctx, func() {
+		close(done)
+		<-finished
+		cancel(nil)
+	}
+}
+
+// guardCmdName is the hidden sub-command that runs the source guard (driver/guard.go).
+const guardCmdName = "__migrate-guard"
+
+// newGuardCmd runs the source guard. mig2 migrate starts it; it is not for people.
+func newGuardCmd() *cobra.Command {
+	var cfg driver.GuardConfig
+	cmd := &cobra.Command{
+		Use:    guardCmdName,
+		Short:  "internal: guard a migration's source QEMU while mig2 migrate runs",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			// The guard must outlive whatever ends mig2: a terminal's signals, a closed stderr.
+			signal.Ignore(syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGPIPE)
+			cfg.Log = logrus.StandardLogger()
+			rep, err := driver.RunGuard(context.Background(), cfg, os.Stdin)
+			if rep != nil && !rep.Released {
+				fmt.Fprintf(os.Stderr, "mig2: guard: mig2 migrate (pid %s) died during migration %s of %q: %s\n",
+					strconv.Itoa(cfg.ParentPID), cfg.MigrationID, cfg.Guest, rep)
+			}
+			if err != nil {
+				return fmt.Errorf("guard: %w", err)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.QMP, "qmp", "", "the source QEMU's QMP socket")
+	f.StringVar(&cfg.Guest, "guest", "", "the guest's name")
+	f.StringVar(&cfg.MigrationID, "migration-id", "", "the migration's id")
+	f.IntVar(&cfg.ParentPID, "parent-pid", 0, "mig2 migrate's pid")
+	f.BoolVar(&cfg.Resume, "resume", false, "the guest ran before the migration")
+	_ = cmd.MarkFlagRequired("qmp")
+	return cmd
 }

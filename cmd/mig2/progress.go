@@ -138,10 +138,12 @@ func summaryText(s *driver.Summary) string {
 		}
 		fmt.Fprintln(&b, line)
 	}
-	fmt.Fprintf(&b, "  time:       %s in all; pre-flight %s (facts %s, handshake %s, source setup %s); migration %s, downtime %s\n",
-		s.Total.Round(time.Millisecond), (s.Preflight.Facts + s.Preflight.Handshake + s.Preflight.ApplySource).Round(time.Millisecond),
-		s.Preflight.Facts.Round(time.Millisecond), s.Preflight.Handshake.Round(time.Millisecond),
-		s.Preflight.ApplySource.Round(time.Millisecond), s.Migration.Round(time.Millisecond), s.Downtime.Round(time.Millisecond))
+	p := s.Preflight
+	ms := func(d time.Duration) string { return d.Round(100 * time.Microsecond).String() }
+	fmt.Fprintf(&b, "  time:       %s in all; migration %s, downtime %s\n",
+		s.Total.Round(time.Millisecond), s.Migration.Round(time.Millisecond), s.Downtime.Round(time.Millisecond))
+	fmt.Fprintf(&b, "  pre-flight: %s to the first RAM byte: source QEMU %s (facts %s, device tree %s, RAM sample %s), handshake %s (protocol %s, destination %s), source setup %s\n",
+		ms(p.Total), ms(p.Source), ms(p.Facts), ms(p.DeviceTree), ms(p.Sample), ms(p.Handshake), ms(p.Protocol), ms(p.Destination), ms(p.ApplySource))
 	fmt.Fprintf(&b, "  data:       %s transferred, %s/s\n", humanBytes(s.Transferred), humanBytes(uint64(s.Throughput)))
 	fmt.Fprintf(&b, "  source:     %s\n", s.SourceAfter)
 	return b.String()

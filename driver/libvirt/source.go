@@ -111,7 +111,8 @@ func (s *Source) Migrate(ctx context.Context, o MigrateOptions) (*driver.Summary
 	if err != nil {
 		return nil, err
 	}
-	sum.Preflight.Facts = time.Since(start)
+	sum.Preflight.Source = time.Since(start)
+	sum.Preflight.Facts = sum.Preflight.Source
 	t0 := time.Now()
 	sess, err := dialAgent(ctx, o, log)
 	if err != nil {
@@ -124,10 +125,13 @@ func (s *Source) Migrate(ctx context.Context, o MigrateOptions) (*driver.Summary
 	}
 	sum.Agreed, sum.Adjustments = driver.SettingsOf(agreed), driver.AdjustmentsOf(agreed)
 	log.WithField("stage", "agreed").Infof("libvirt: agreed %s", agreed)
-	if _, err := sess.ReadReady(ctx); err != nil {
+	ready, err := sess.ReadReady(ctx)
+	if err != nil {
 		return nil, err
 	}
 	sum.Preflight.Handshake = time.Since(t0)
+	sum.Preflight.Destination = min(ready.Prepare, sum.Preflight.Handshake)
+	sum.Preflight.Protocol = sum.Preflight.Handshake - sum.Preflight.Destination
 
 	// Always set: libvirt keeps a domain's speed across migrations, and an earlier
 	// `migrate-setspeed` would otherwise cap this one. The binding's Bandwidth parameter would
@@ -144,6 +148,7 @@ func (s *Source) Migrate(ctx context.Context, o MigrateOptions) (*driver.Summary
 
 	// libvirt's job runs in its own goroutine, owned here; cancel aborts the job.
 	done := make(chan error, 1)
+	sum.Preflight.Total = time.Since(start)
 	go func() { done <- s.dom.MigrateToURI3(o.DestURI, params, flags) }()
 	var lastKeepalive time.Time
 	last, migErr := s.follow(ctx, done, func(p driver.Progress) {

@@ -164,20 +164,36 @@ func Write(dir string, hosts []string, clientDN string) error {
 
 // WriteWithCA is Write with a given CA, so that several directories (hosts) share one CA.
 func WriteWithCA(dir string, ca *CA, hosts []string, clientDN string) error {
-	all := slices.Clone(hosts)
+	return WriteWithOptions(dir, ca, WriteOptions{Hosts: hosts, ClientDN: clientDN})
+}
+
+// WriteOptions are the choices WriteWithOptions offers beyond WriteWithCA's.
+type WriteOptions struct {
+	Hosts    []string // the server certificate's names, besides 127.0.0.1, ::1 and localhost
+	ClientDN string   // default "CN=mig2-client,O=mig2 test"
+	// ServerNotAfter and ClientNotAfter end the leaves' validity (zero: a year from now), e.g. a
+	// few seconds ahead to test a certificate that expires between two commands.
+	ServerNotAfter time.Time
+	ClientNotAfter time.Time
+}
+
+// WriteWithOptions is WriteWithCA with the leaves' validity chosen.
+func WriteWithOptions(dir string, ca *CA, o WriteOptions) error {
+	all := slices.Clone(o.Hosts)
 	for _, h := range []string{"127.0.0.1", "::1", "localhost"} {
 		if !slices.Contains(all, h) {
 			all = append(all, h)
 		}
 	}
+	clientDN := o.ClientDN
 	if clientDN == "" {
 		clientDN = "CN=mig2-client,O=mig2 test"
 	}
-	serverCert, serverKey, err := ca.Issue(Options{Subject: "CN=" + all[0] + ",O=mig2 test", Hosts: all, Server: true})
+	serverCert, serverKey, err := ca.Issue(Options{Subject: "CN=" + all[0] + ",O=mig2 test", Hosts: all, Server: true, NotAfter: o.ServerNotAfter})
 	if err != nil {
 		return err
 	}
-	clientCert, clientKey, err := ca.Issue(Options{Subject: clientDN, Client: true})
+	clientCert, clientKey, err := ca.Issue(Options{Subject: clientDN, Client: true, NotAfter: o.ClientNotAfter})
 	if err != nil {
 		return err
 	}

@@ -65,3 +65,44 @@ func TestIssueValidity(t *testing.T) {
 		t.Error("NotAfter not honoured")
 	}
 }
+
+func TestWriteWithOptionsValidity(t *testing.T) {
+	ca, err := NewCA("ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	soon := time.Now().Add(5 * time.Second).Truncate(time.Second)
+	for _, tc := range []struct {
+		name           string
+		o              WriteOptions
+		server, client bool // which leaf ends soon
+	}{
+		{"server", WriteOptions{ServerNotAfter: soon}, true, false},
+		{"client", WriteOptions{ClientNotAfter: soon, ClientDN: "CN=src,O=x"}, false, true},
+		{"neither", WriteOptions{Hosts: []string{"192.0.2.7"}}, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if err := WriteWithOptions(dir, ca, tc.o); err != nil {
+				t.Fatal(err)
+			}
+			for file, short := range map[string]bool{ServerCert: tc.server, ClientCert: tc.client} {
+				data, _ := os.ReadFile(filepath.Join(dir, file))
+				b, _ := pem.Decode(data)
+				c, err := x509.ParseCertificate(b.Bytes)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := c.NotAfter.Equal(soon); got != short {
+					t.Errorf("%s NotAfter %v, want ending soon: %v", file, c.NotAfter, short)
+				}
+				if !short && c.NotAfter.Before(time.Now().AddDate(0, 11, 0)) {
+					t.Errorf("%s NotAfter %v, want about a year", file, c.NotAfter)
+				}
+			}
+			if _, err := tls.LoadX509KeyPair(filepath.Join(dir, ServerCert), filepath.Join(dir, ServerKey)); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+}

@@ -394,3 +394,20 @@ done`)
 func (h *Host) alive() bool {
 	return h.initPID > 0 && isInit(h.initPID, h.Name) && startTime(h.initPID) == h.initStart
 }
+
+// SetLink takes the link between the two hosts down (up=false) or brings it back up, on both
+// ends, as a cable pulled and plugged back would: connections in flight are not reset, their
+// packets just stop. The addresses stay; bringing the link up restores the route.
+func (l *Lab) SetLink(ctx context.Context, up bool) error {
+	state := "down"
+	if up {
+		state = "up"
+	}
+	for _, h := range l.Hosts {
+		s := []string{"nsenter", "-t", strconv.Itoa(h.initPID), "-n", "--", "ip", "link", "set", "lab0", state}
+		if out, err := exec.CommandContext(ctx, s[0], s[1:]...).CombinedOutput(); err != nil {
+			return fmt.Errorf("lab: link %s on %s: %w: %s", state, h.Name, err, bytes.TrimSpace(out))
+		}
+	}
+	return nil
+}
