@@ -175,7 +175,7 @@ resident memory ("agent: stats goroutines=N rss_kib=M").`,
 	fl := cmd.Flags()
 	fl.StringVar(&listen, "listen", "0.0.0.0:16520", "address to listen on")
 	fl.StringVar(&tlsDir, "tls-dir", "/etc/pki/qemu", "x509 directory in QEMU's layout")
-	fl.StringSliceVar(&authz, "authz", nil, "client certificate DN allowed to migrate here (repeatable; default: any the CA signed)")
+	fl.StringArrayVar(&authz, "authz", nil, "client certificate DN allowed to migrate here, e.g. \"CN=src,O=Example\" (repeat the flag for several; default: any the CA signed)")
 	fl.StringArrayVar(&guests, "guest", nil, "NAME=QMP_SOCKET[,log=PATH] of a QEMU waiting with -incoming defer (repeatable)")
 	fl.BoolVar(&insecure, "insecure", false, "plaintext (labs only; sources must use --insecure too)")
 	fl.StringVar(&migHost, "migration-address", "", "address the destination QEMU listens on for the migration stream (default: the --listen host)")

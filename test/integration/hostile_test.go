@@ -122,8 +122,8 @@ func setupHostile(t *testing.T) *hostileEnv {
 	}
 	e.src = startVM(t, dir, "src", vmOpts{})
 	e.dst = startVM(t, dir, "dst", vmOpts{incoming: true})
-	// --authz is a string slice (comma-separated), so the DN, which has commas, is quoted CSV.
-	e.agent = startAgent(t, dir, "--tls-dir", e.certs, "--authz", `"`+hostileDN+`"`, "--guest", "demo="+e.dst.QMPSocket)
+	// A DN has commas: --authz takes it whole (one DN per flag).
+	e.agent = startAgent(t, dir, "--tls-dir", e.certs, "--authz", hostileDN, "--guest", "demo="+e.dst.QMPSocket)
 	return e
 }
 
