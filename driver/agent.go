@@ -268,7 +268,7 @@ func (in *incoming) run(ctx context.Context, hello *v2proto.Hello) error {
 	in.log.WithField("stage", "agreed").Infof("driver: agreed %s", agreed)
 	in.findStderr()
 
-	plan, err := planV2(RoleDestination, SettingsOf(agreed), TLSSetup{Dir: in.a.cfg.TLSDir, Peers: dnForms(d.Conn().PeerDN())}, facts.Capabilities, in.id)
+	plan, err := planV2(RoleDestination, SettingsOf(agreed), TLSSetup{Dir: serverTLSDir(in.a.cfg.TLSDir), Peers: dnForms(d.Conn().PeerDN())}, facts.Capabilities, in.id)
 	if err != nil {
 		_ = d.Abort(ctx, v2proto.AbortApplyFailed, err.Error())
 		return err

@@ -78,7 +78,9 @@ func (q *QEMU) MigrateV1(ctx context.Context, o V1Options) (*Summary, error) {
 		if err != nil {
 			return nil, fmt.Errorf("driver: destination: %w", err)
 		}
-		plan, err := v1.PlanFor(v1.Destination, set, capNames(caps), s.id)
+		dset := set
+		dset.TLSDir = serverTLSDir(set.TLSDir) // no DH parameters generated (tlsdir.go)
+		plan, err := v1.PlanFor(v1.Destination, dset, capNames(caps), s.id)
 		if err != nil {
 			return nil, err
 		}
