@@ -7,7 +7,7 @@ FUZZTIME  ?= 60s
 INTEGRATION_TIMEOUT ?= 40m
 export CGO_ENABLED := 1
 
-.PHONY: all build deps test test-unit test-integration test-libvirt lint demo fuzz bench clean soak reliability
+.PHONY: all build deps test test-unit test-integration test-libvirt lint demo fuzz bench clean soak reliability reliability-doc
 
 all: build
 
@@ -33,9 +33,12 @@ test-unit: deps
 	$(GO) test -count=1 ./...
 
 ## test-integration: real QEMU 7.2 (TCG) running the self-checking test guest.
+## Its go test -json stream is kept in INTEGRATION_JSON (make reliability-doc reads it).
+INTEGRATION_JSON ?= bin/integration.json
 test-integration: deps guest build
-	MIG2_BIN=$(CURDIR)/$(BIN) $(GO) test -tags integration -count=1 -p 1 -timeout $(INTEGRATION_TIMEOUT) -v ./... 2>&1 | \
-	  ./scripts/testsummary.sh
+	$(GO) build -o bin/test2text ./test/tools/test2text
+	MIG2_BIN=$(CURDIR)/$(BIN) $(GO) test -tags integration -count=1 -p 1 -timeout $(INTEGRATION_TIMEOUT) -json ./... 2>&1 | \
+	  tee $(INTEGRATION_JSON) | bin/test2text | ./scripts/testsummary.sh
 
 ## test-libvirt: the libvirt suite: two libvirt hosts in namespaces (the lab), mig2's libvirt
 ## path, the qemu hook. Part of test-integration.
@@ -114,6 +117,10 @@ soak: deps guest build
 ## docs/RELIABILITY.md from their results and the soak's (SOAK_OUT; `make soak` first).
 RELIABILITY_TESTS ?= ^(TestHostile.*|TestFault.*|TestLabFault.*|TestDestinationKilled|TestCancel)$$
 RELIABILITY_JSON  ?= bin/reliability.json
+## reliability-doc: docs/RELIABILITY.md from the last `make test` (INTEGRATION_JSON) and soak.
+reliability-doc:
+	$(GO) run ./test/tools/reliability -o docs/RELIABILITY.md -soak $(SOAK_OUT) -run '$(RELIABILITY_TESTS)' $(INTEGRATION_JSON)
+
 reliability: deps guest build
 	@echo "reliability: running $(RELIABILITY_TESTS) (go test -json into $(RELIABILITY_JSON))"
 	@MIG2_BIN=$(CURDIR)/$(BIN) $(GO) test -tags integration -count=1 -p 1 -timeout $(INTEGRATION_TIMEOUT) -json \

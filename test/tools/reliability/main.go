@@ -4,7 +4,10 @@
 // soak's figures (migrations, integrity failures, the agent's RSS and goroutines) from the soak's
 // JSON results. `make reliability` runs the tests and this tool.
 //
-//	reliability [-o docs/RELIABILITY.md] [-soak test/soak/results.json] GO_TEST_JSON...
+//	reliability [-o docs/RELIABILITY.md] [-soak test/soak/results.json] [-run REGEXP] GO_TEST_JSON...
+//
+// -run keeps only the tests whose top-level name matches, so that the JSON of a whole
+// `make test` run can be used.
 package main
 
 import (
@@ -13,12 +16,14 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 )
 
 func main() {
 	out := flag.String("o", "docs/RELIABILITY.md", "the document to write (- for stdout)")
 	soak := flag.String("soak", "", "the soak's JSON results (SOAK_OUT); a missing file is reported in the document")
+	run := flag.String("run", "", "keep only the tests whose top-level name matches this regular expression")
 	flag.Usage = func() {
 		fmt.Fprintln(os.Stderr, "usage: reliability [-o FILE] [-soak RESULTS.json] GO_TEST_JSON...")
 		flag.PrintDefaults()
@@ -27,6 +32,13 @@ func main() {
 	if flag.NArg() == 0 {
 		flag.Usage()
 		os.Exit(2)
+	}
+	var keep *regexp.Regexp
+	if *run != "" {
+		var err error
+		if keep, err = regexp.Compile(*run); err != nil {
+			fail(fmt.Errorf("-run: %w", err))
+		}
 	}
 	var rep Report
 	for _, path := range flag.Args() {
@@ -39,7 +51,12 @@ func main() {
 		if err != nil {
 			fail(fmt.Errorf("%s: %w", path, err))
 		}
-		rep.Tests = append(rep.Tests, tests...)
+		for _, t := range tests {
+			top, _, _ := strings.Cut(t.Name, "/")
+			if keep == nil || keep.MatchString(top) {
+				rep.Tests = append(rep.Tests, t)
+			}
+		}
 		rep.Inputs = append(rep.Inputs, relative(path))
 	}
 	if *soak != "" {
