@@ -73,7 +73,7 @@ func TestClientServer(t *testing.T) {
 		}
 		return Response{Allow: false, Reason: "not negotiated"}
 	})
-	c := &Client{Socket: sock}
+	c := &Client{Socket: sock, Timeout: 10 * time.Second} // protocol, not timing: TestClientAgentDown covers the timeout
 	xml := strings.Repeat("<x/>", 100000) // 400 KB: more than a socket buffer
 	resp, err := c.Ask(context.Background(), Request{Op: ReqMigrateBegin, Domain: "ok", UUID: "u", XML: xml})
 	if err != nil || !resp.Allow {
@@ -137,22 +137,24 @@ func TestClientAgentDown(t *testing.T) {
 		io.ReadAll(c)
 		c.Write([]byte(`{"allow":true,"reason":"` + strings.Repeat("x", MaxResponseSize) + `"}`))
 	})
-	timeout := 300 * time.Millisecond
+	// The failures that need no waiting must not wait for the timeout: with a 5 s timeout
+	// they must end well before it (bounds generous enough for a loaded machine).
+	const long, short = 5 * time.Second, 300 * time.Millisecond
 	for _, tc := range []struct {
 		name, sock, step string
-		max              time.Duration
+		timeout, max     time.Duration
 	}{
-		{"no socket", filepath.Join(dir, "none.sock"), "connect", 50 * time.Millisecond},
-		{"stale socket", stale, "connect", 50 * time.Millisecond},
-		{"not a socket", "/etc/hostname", "connect", 50 * time.Millisecond},
-		{"hung agent", hung, "receive", timeout + 200*time.Millisecond},
+		{"no socket", filepath.Join(dir, "none.sock"), "connect", long, 2 * time.Second},
+		{"stale socket", stale, "connect", long, 2 * time.Second},
+		{"not a socket", "/etc/hostname", "connect", long, 2 * time.Second},
+		{"hung agent", hung, "receive", short, short + 2*time.Second},
 		// The agent may close before the request is written: either step is "no answer".
-		{"closes without answer", silent, "send|receive", 100 * time.Millisecond},
-		{"answers garbage", garbage, "decode", 100 * time.Millisecond},
-		{"answers too much", huge, "decode", 200 * time.Millisecond},
+		{"closes without answer", silent, "send|receive", long, 2 * time.Second},
+		{"answers garbage", garbage, "decode", long, 2 * time.Second},
+		{"answers too much", huge, "decode", long, 2 * time.Second},
 	} {
 		start := time.Now()
-		resp, err := (&Client{Socket: tc.sock, Timeout: timeout}).Ask(context.Background(), Request{Op: ReqMigrateBegin, Domain: "g"})
+		resp, err := (&Client{Socket: tc.sock, Timeout: tc.timeout}).Ask(context.Background(), Request{Op: ReqMigrateBegin, Domain: "g"})
 		took := time.Since(start)
 		var ae *AgentError
 		if !errors.Is(err, ErrAgentUnavailable) || !errors.As(err, &ae) || !slices.Contains(strings.Split(tc.step, "|"), ae.Step) {
