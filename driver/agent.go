@@ -245,12 +245,24 @@ func (in *incoming) run(ctx context.Context, hello *v2proto.Hello) error {
 	}
 	in.mon = mon
 	defer mon.Close()
+	// The checks and the probe go out together (QMP pipelines them).
+	var (
+		facts    v2proto.HostFacts
+		tree     *qmp.DeviceTree
+		probeErr error
+		probed   = make(chan struct{})
+	)
+	go func() {
+		defer close(probed)
+		facts, tree, probeErr = probeQEMU(ctx, mon)
+	}()
 	if err := in.checkWaiting(ctx); err != nil {
+		<-probed
 		_ = d.Abort(ctx, v2proto.AbortUnknownGuest, err.Error())
 		return err
 	}
-	facts, tree, err := probeQEMU(ctx, mon)
-	if err != nil {
+	<-probed
+	if err := probeErr; err != nil {
 		_ = d.Abort(ctx, v2proto.AbortInternal, err.Error())
 		return err
 	}
@@ -294,6 +306,16 @@ func (in *incoming) run(ctx context.Context, hello *v2proto.Hello) error {
 
 // checkWaiting makes sure the guest's QEMU waits for an incoming migration and has none yet.
 func (in *incoming) checkWaiting(ctx context.Context) error {
+	var (
+		mi     qmp.MigrationInfo
+		miErr  error
+		miDone = make(chan struct{})
+	)
+	go func() {
+		defer close(miDone)
+		mi, miErr = qmp.QueryMigrate(ctx, in.mon)
+	}()
+	defer func() { <-miDone }()
 	st, err := qmp.QueryStatus(ctx, in.mon)
 	if err != nil {
 		return fmt.Errorf("driver: query-status of guest %q: %w", in.g.Name, err)
@@ -301,8 +323,8 @@ func (in *incoming) checkWaiting(ctx context.Context) error {
 	if st.Status != qmp.RunStateInMigrate {
 		return fmt.Errorf("driver: guest %q's QEMU here is %s, not waiting for an incoming migration (start it with -incoming defer)", in.g.Name, st.Status)
 	}
-	mi, err := qmp.QueryMigrate(ctx, in.mon)
-	if err != nil {
+	<-miDone
+	if err := miErr; err != nil {
 		return fmt.Errorf("driver: query-migrate of guest %q: %w", in.g.Name, err)
 	}
 	if mi.Status != qmp.MigrationNone {

@@ -27,10 +27,12 @@ func applyPlan(ctx context.Context, ex qmp.Executor, p qemuPlan) (*applied, erro
 
 // applyCaps sets a plan that its path's guard has checked (applyPlan for v2, applyV1 for v1).
 // Requests that do not depend on each other go out together (QMP pipelines them): reading the
-// previous state with removing leftovers, then the objects, then capabilities with parameters.
+// previous state with adding the objects, then capabilities with parameters (the parameters
+// name the objects).
 func applyCaps(ctx context.Context, ex qmp.Executor, p qemuPlan) (*applied, error) {
 	a := &applied{}
-	steps := []func() error{
+	var objErr error
+	err := concurrently(
 		func() (err error) {
 			if a.prevCaps, err = qmp.QueryMigrateCapabilities(ctx, ex); err != nil {
 				return fmt.Errorf("driver: read migration capabilities: %w", err)
@@ -43,26 +45,33 @@ func applyCaps(ctx context.Context, ex qmp.Executor, p qemuPlan) (*applied, erro
 			}
 			return nil
 		},
-	}
-	for _, o := range p.Objects {
-		id, _ := o.ObjectArgs()["id"].(string)
-		// A leftover from a migration that was killed half-way would make object-add fail.
-		steps = append(steps, func() error { _ = qmp.ObjectDel(ctx, ex, id); return nil })
-	}
-	if err := concurrently(steps...); err != nil {
-		return nil, err
+		func() error {
+			for _, o := range p.Objects { // in order
+				id, _ := o.ObjectArgs()["id"].(string)
+				err := qmp.ObjectAdd(ctx, ex, o)
+				if err != nil && qmp.ObjectDel(ctx, ex, id) == nil {
+					// A leftover from a migration that was killed half-way held the id.
+					err = qmp.ObjectAdd(ctx, ex, o)
+				}
+				if err != nil {
+					objErr = fmt.Errorf("driver: object-add %s: %w", id, err)
+					return nil
+				}
+				a.objects = append(a.objects, id)
+			}
+			return nil
+		},
+	)
+	if err != nil {
+		return nil, errors.Join(err, a.removeObjects(context.WithoutCancel(ctx), ex))
 	}
 	fail := func(err error) (*applied, error) {
 		return nil, errors.Join(err, a.restore(context.WithoutCancel(ctx), ex))
 	}
-	for _, o := range p.Objects { // in order: an authz object may be named by the credentials
-		id, _ := o.ObjectArgs()["id"].(string)
-		if err := qmp.ObjectAdd(ctx, ex, o); err != nil {
-			return fail(fmt.Errorf("driver: object-add %s: %w", id, err))
-		}
-		a.objects = append(a.objects, id)
+	if objErr != nil {
+		return fail(objErr)
 	}
-	err := concurrently(
+	err = concurrently(
 		func() error {
 			if err := qmp.MigrateSetCapabilities(ctx, ex, p.Caps); err != nil {
 				return fmt.Errorf("driver: set migration capabilities: %w", err)
@@ -80,6 +89,18 @@ func applyCaps(ctx context.Context, ex qmp.Executor, p qemuPlan) (*applied, erro
 		return fail(err)
 	}
 	return a, nil
+}
+
+// removeObjects deletes the objects added so far.
+func (a *applied) removeObjects(ctx context.Context, ex qmp.Executor) error {
+	var errs []error
+	for i := len(a.objects) - 1; i >= 0; i-- {
+		if err := qmp.ObjectDel(ctx, ex, a.objects[i]); err != nil {
+			errs = append(errs, fmt.Errorf("driver: object-del %s: %w", a.objects[i], err))
+		}
+	}
+	a.objects = nil
+	return errors.Join(errs...)
 }
 
 // concurrently runs fns at once and returns their errors joined.

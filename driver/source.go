@@ -239,15 +239,49 @@ func (s *source) dial(ctx context.Context) (*v2proto.Source, error) {
 
 // run is Migrate's body. Every error path below leaves the source guest running.
 func (s *source) run(ctx context.Context) (*Summary, error) {
+	// Pre-flight's three slow starts overlap: connecting to the agent (TCP, TLS), starting the
+	// guard process, and reading the source QEMU for Hello.
+	type dialed struct {
+		sess *v2proto.Source
+		err  error
+	}
+	dialCh := make(chan dialed, 1)
+	go func() {
+		sess, err := s.dial(ctx)
+		dialCh <- dialed{sess, err}
+	}()
+	type started struct {
+		g   *guardProc
+		err error
+	}
 	hello, err := s.hello(ctx)
-	if err != nil {
-		return nil, err
-	}
 	t0 := time.Now()
-	sess, err := s.dial(ctx)
+	d := <-dialCh
 	if err != nil {
+		if d.sess != nil {
+			_ = d.sess.Abort(ctx, v2proto.AbortCancelled, "the source cannot migrate: "+err.Error())
+			d.sess.Close()
+		}
 		return nil, err
 	}
+	if d.err != nil {
+		return nil, d.err
+	}
+	// The guard starts during the handshake (it needs the guest's run state, read for Hello).
+	guardCh := make(chan started, 1)
+	go func() {
+		g, err := startGuard(s.opts.Guard, GuardConfig{QMP: s.q.Socket, Guest: s.q.Name, MigrationID: s.id, ParentPID: os.Getpid(), Resume: s.running})
+		guardCh <- started{g, err}
+	}()
+	var guard *guardProc
+	guardTaken := false
+	defer func() { // released when run returns, whatever happened
+		if !guardTaken {
+			guard = (<-guardCh).g
+		}
+		guard.release(s.log)
+	}()
+	sess := d.sess
 	defer sess.Close()
 	agreed, err := sess.Handshake(ctx, hello)
 	if err != nil {
@@ -264,13 +298,13 @@ func (s *source) run(ctx context.Context) (*Summary, error) {
 	s.sum.Preflight.Protocol = s.sum.Preflight.Handshake - s.sum.Preflight.Destination
 
 	// From here on the source QEMU is changed: a guard makes sure a mig2 that dies (SIGKILL,
-	// a crash) never leaves it half-way. It is released when run returns, whatever happened.
-	guard, err := startGuard(s.opts.Guard, GuardConfig{QMP: s.q.Socket, Guest: s.q.Name, MigrationID: s.id, ParentPID: os.Getpid(), Resume: s.running})
-	if err != nil {
-		_ = sess.Abort(ctx, v2proto.AbortInternal, "the source could not start its guard process: "+err.Error())
-		return nil, s.failed("apply", err, "")
+	// a crash) never leaves it half-way.
+	st := <-guardCh
+	guard, guardTaken = st.g, true
+	if st.err != nil {
+		_ = sess.Abort(ctx, v2proto.AbortInternal, "the source could not start its guard process: "+st.err.Error())
+		return nil, s.failed("apply", st.err, "")
 	}
-	defer guard.release(s.log)
 	t1 := time.Now()
 	host := uriHost(ready.MigrationURI)
 	if s.opts.ServerName != "" {

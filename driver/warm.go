@@ -2,6 +2,7 @@ package driver
 
 import (
 	"context"
+	"fmt"
 	"syscall"
 	"time"
 
@@ -17,14 +18,14 @@ const warmInterval = 200 * time.Millisecond
 // hot-pluggable part of the tree is read then. The same cache serves `mig2 migrate` when that
 // guest later leaves this host. Watching costs one stat per guest per interval.
 func (a *Agent) warmCaches(ctx context.Context) {
-	warmed := map[string]uint64{} // guest → inode of the socket whose QEMU was read
+	warmed := map[string]string{} // guest → identity of the socket whose QEMU was read
 	failures := map[string]int{}
 	tick := time.NewTicker(warmInterval)
 	defer tick.Stop()
 	for {
 		for _, g := range a.cfg.Guests {
-			ino := socketInode(g.QMP)
-			if ino == 0 || warmed[g.Name] == ino || a.isBusy(g.Name) {
+			ino := socketIdentity(g.QMP)
+			if ino == "" || warmed[g.Name] == ino || a.isBusy(g.Name) {
 				continue
 			}
 			t0 := time.Now()
@@ -66,11 +67,13 @@ func (a *Agent) isBusy(guest string) bool {
 	return busy
 }
 
-// socketInode identifies the socket file at path; 0 when there is none.
-func socketInode(path string) uint64 {
+// socketIdentity identifies the socket file at path: its inode and change time, since a QEMU
+// restarted on the same path often gets the inode of the socket it replaces. "" when there is
+// no socket.
+func socketIdentity(path string) string {
 	var st syscall.Stat_t
 	if syscall.Stat(path, &st) != nil || st.Mode&syscall.S_IFMT != syscall.S_IFSOCK {
-		return 0
+		return ""
 	}
-	return st.Ino
+	return fmt.Sprintf("%d:%d.%09d", st.Ino, st.Ctim.Sec, st.Ctim.Nsec)
 }
