@@ -106,7 +106,13 @@ func (u *Unit) Format() []byte {
 		}
 		fmt.Fprintf(&b, "[%s]\n", s.Name)
 		for _, e := range s.Entries {
-			fmt.Fprintf(&b, "%s=%s\n", e.Key, e.Value)
+			line := e.Key + "=" + e.Value
+			if strings.HasSuffix(e.Value, `\`) {
+				// Its own backslash would continue the line onto the next entry: one more
+				// continues it onto an empty line instead, joined and trimmed away by ParseUnit.
+				line += "\\\n"
+			}
+			b.WriteString(line + "\n")
 		}
 	}
 	return []byte(b.String())

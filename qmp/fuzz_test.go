@@ -208,7 +208,7 @@ func FuzzConnStream(f *testing.F) {
 			srv.Read(buf) // the command
 			srv.Write(data)
 		}()
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // generous: a fuzz worker may be starved of CPU
 		defer cancel()
 		c, err := NewConn(ctx, cli)
 		if err != nil {
