@@ -74,7 +74,7 @@ func TestClientServer(t *testing.T) {
 		return Response{Allow: false, Reason: "not negotiated"}
 	})
 	c := &Client{Socket: sock, Timeout: 10 * time.Second} // protocol, not timing: TestClientAgentDown covers the timeout
-	xml := strings.Repeat("<x/>", 100000) // 400 KB: more than a socket buffer
+	xml := strings.Repeat("<x/>", 100000)                 // 400 KB: more than a socket buffer
 	resp, err := c.Ask(context.Background(), Request{Op: ReqMigrateBegin, Domain: "ok", UUID: "u", XML: xml})
 	if err != nil || !resp.Allow {
 		t.Fatalf("Ask = %+v, %v", resp, err)

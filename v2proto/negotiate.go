@@ -45,7 +45,7 @@ const (
 
 // Protocol constants of SPEC §6.
 const (
-	AutoChannels                 = 8 // §6.2
+	AutoChannels                 = 8       // §6.2
 	MaxChannels                  = 255     // QEMU's multifd-channels limit
 	CompressibleThreshold        = 30      // percent, SPEC §6.3
 	AutoDowntimeLimitMs          = 300     // SPEC §6.6

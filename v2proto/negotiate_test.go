@@ -230,7 +230,9 @@ func TestNegotiateParams(t *testing.T) {
 			},
 			check: func(a *Agreement) bool { return a.Compression == "zstd" }, param: ParamCompression, reason: ReasonAuto},
 		{name: "compression auto, TLS, no hint: zstd",
-			edit: func(w *Wants, _ *Compressibility, tls *bool, _, _ *HostFacts, _ *Limits) { w.Compression, *tls = "auto", true },
+			edit: func(w *Wants, _ *Compressibility, tls *bool, _, _ *HostFacts, _ *Limits) {
+				w.Compression, *tls = "auto", true
+			},
 			check: func(a *Agreement) bool { return a.Compression == "zstd" }, param: ParamCompression, reason: ReasonAuto},
 		{name: "compression auto, no hint: none",
 			edit:  func(w *Wants, _ *Compressibility, _ *bool, _, _ *HostFacts, _ *Limits) { w.Compression = "auto" },
