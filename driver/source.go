@@ -18,7 +18,7 @@ import (
 
 // Wants is what the user asks for; zero values mean "choose for me" (SPEC §6).
 type Wants struct {
-	Channels         int    // multifd channels, 0 = auto (SPEC §6.2)
+	Channels         int    // multifd channels, 0 = from both hosts' cores
 	Compression      string // "" or "auto", "none", "zlib", "zstd"
 	CompressionLevel int
 	Postcopy         bool

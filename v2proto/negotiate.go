@@ -45,7 +45,8 @@ const (
 
 // Protocol constants of SPEC §6.
 const (
-	AutoChannels                 = 8       // §6.2
+	AutoChannelsMin              = 2
+	AutoChannelsMax              = 8
 	MaxChannels                  = 255     // QEMU's multifd-channels limit
 	CompressibleThreshold        = 30      // percent, SPEC §6.3
 	AutoDowntimeLimitMs          = 300     // SPEC §6.6
@@ -192,9 +193,19 @@ func NegotiateParams(w Wants, hint Compressibility, tls bool, src, dst *HostFact
 	asked := strconv.FormatUint(uint64(w.Channels), 10)
 	if w.Channels == 0 {
 		asked = "auto"
-		ch = AutoChannels
+		base := uint32(0)
+		switch {
+		case src.Cores > 0 && dst.Cores > 0:
+			base = min(src.Cores, dst.Cores)
+		case src.Cores > 0:
+			base = src.Cores
+		case dst.Cores > 0:
+			base = dst.Cores
+		}
+		ch = min(max(base, AutoChannelsMin), AutoChannelsMax)
 		chReason = ReasonAuto
-		chDetail = append(chDetail, "multifd channels are I/O pipelines, not CPU workers: with fewer, QEMU's migration thread waits for a free channel (measured: docs/bench)")
+		chDetail = append(chDetail, fmt.Sprintf("min(source cores %s, destination cores %s) clamped to [%d,%d] = %d",
+			cores(src.Cores), cores(dst.Cores), AutoChannelsMin, AutoChannelsMax, ch))
 		if lim.MaxChannels > 0 && ch > lim.MaxChannels {
 			ch, chReason = lim.MaxChannels, ReasonDestinationLimit
 			chDetail = append(chDetail, fmt.Sprintf("destination allows at most %d", lim.MaxChannels))
@@ -241,18 +252,13 @@ func NegotiateParams(w Wants, hint Compressibility, tls bool, src, dst *HostFact
 			why = "the source QEMU does not support zstd"
 		case !supports(dst, CompressionZstd):
 			why = "the destination QEMU does not support zstd"
-		case hint.Measured && hint.Percent >= CompressibleThreshold:
-			a.Compression = CompressionZstd
-			why = fmt.Sprintf("%d%% of memory compresses well (threshold %d%%) and both QEMUs support zstd", hint.Percent, CompressibleThreshold)
-		case tls:
-			// Without compression QEMU hands each 4 KiB page to TLS separately: one TLS record
-			// and one write per page. zstd's output is one buffer per packet.
-			a.Compression = CompressionZstd
-			why = "TLS: zstd sends each multifd packet as one buffer instead of one TLS record per page, faster even on incompressible memory (measured: docs/bench)"
 		case !hint.Measured:
 			why = "no compressibility measurement from the source"
-		default:
+		case hint.Percent < CompressibleThreshold:
 			why = fmt.Sprintf("only %d%% of memory compresses well (threshold %d%%)", hint.Percent, CompressibleThreshold)
+		default:
+			a.Compression = CompressionZstd
+			why = fmt.Sprintf("%d%% of memory compresses well (threshold %d%%) and both QEMUs support zstd", hint.Percent, CompressibleThreshold)
 		}
 		adjust(ParamCompression, CompressionAuto, a.Compression, ReasonAuto, why)
 	default:

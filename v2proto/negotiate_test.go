@@ -164,27 +164,31 @@ func TestNegotiateParams(t *testing.T) {
 				w.Channels, s.Cores, d.Cores = 1000, 0, 0
 			},
 			check: func(a *Agreement) bool { return a.Channels == 255 }, param: ParamChannels, reason: ReasonQEMULimit},
-		// Auto is AutoChannels whatever the cores: channels are pipelines (SPEC §6.2, docs/bench).
-		{name: "channels auto: 8 with few cores",
+		{name: "channels auto: min cores",
 			edit: func(w *Wants, _ *Compressibility, _ *bool, s, d *HostFacts, _ *Limits) {
-				w.Channels, s.Cores, d.Cores = 0, 1, 2
+				w.Channels, s.Cores, d.Cores = 0, 6, 4
 			},
-			check: func(a *Agreement) bool { return a.Channels == AutoChannels }, param: ParamChannels, reason: ReasonAuto},
-		{name: "channels auto: 8 with many cores",
+			check: func(a *Agreement) bool { return a.Channels == 4 }, param: ParamChannels, reason: ReasonAuto},
+		{name: "channels auto: at least 2",
+			edit: func(w *Wants, _ *Compressibility, _ *bool, s, d *HostFacts, _ *Limits) {
+				w.Channels, s.Cores, d.Cores = 0, 1, 1
+			},
+			check: func(a *Agreement) bool { return a.Channels == 2 }, param: ParamChannels, reason: ReasonAuto},
+		{name: "channels auto: at most 8",
 			edit: func(w *Wants, _ *Compressibility, _ *bool, s, d *HostFacts, _ *Limits) {
 				w.Channels, s.Cores, d.Cores = 0, 64, 32
 			},
-			check: func(a *Agreement) bool { return a.Channels == AutoChannels }, param: ParamChannels, reason: ReasonAuto},
+			check: func(a *Agreement) bool { return a.Channels == 8 }, param: ParamChannels, reason: ReasonAuto},
+		{name: "channels auto: one side's cores unknown",
+			edit: func(w *Wants, _ *Compressibility, _ *bool, s, d *HostFacts, _ *Limits) {
+				w.Channels, s.Cores, d.Cores = 0, 0, 6
+			},
+			check: func(a *Agreement) bool { return a.Channels == 6 }, param: ParamChannels, reason: ReasonAuto},
 		{name: "channels auto: no cores known",
 			edit: func(w *Wants, _ *Compressibility, _ *bool, s, d *HostFacts, _ *Limits) {
 				w.Channels, s.Cores, d.Cores = 0, 0, 0
 			},
-			check: func(a *Agreement) bool { return a.Channels == AutoChannels }, param: ParamChannels, reason: ReasonAuto},
-		{name: "channels auto: destination limit",
-			edit: func(w *Wants, _ *Compressibility, _ *bool, _, _ *HostFacts, l *Limits) {
-				w.Channels, l.MaxChannels = 0, 3
-			},
-			check: func(a *Agreement) bool { return a.Channels == 3 }, param: ParamChannels, reason: ReasonDestinationLimit},
+			check: func(a *Agreement) bool { return a.Channels == 2 }, param: ParamChannels, reason: ReasonAuto},
 		{name: "channels auto: destination limit below 2 still gives 1",
 			edit: func(w *Wants, _ *Compressibility, _ *bool, _, _ *HostFacts, l *Limits) {
 				w.Channels, l.MaxChannels = 0, 1
@@ -224,16 +228,6 @@ func TestNegotiateParams(t *testing.T) {
 				w.Compression, *h = "auto", Compressibility{Measured: true, Percent: CompressibleThreshold - 1}
 			},
 			check: func(a *Agreement) bool { return a.Compression == "none" }, param: ParamCompression, reason: ReasonAuto},
-		{name: "compression auto, TLS, not compressible: zstd",
-			edit: func(w *Wants, h *Compressibility, tls *bool, _, _ *HostFacts, _ *Limits) {
-				w.Compression, *h, *tls = "auto", Compressibility{Measured: true, Percent: 3}, true
-			},
-			check: func(a *Agreement) bool { return a.Compression == "zstd" }, param: ParamCompression, reason: ReasonAuto},
-		{name: "compression auto, TLS, no hint: zstd",
-			edit: func(w *Wants, _ *Compressibility, tls *bool, _, _ *HostFacts, _ *Limits) {
-				w.Compression, *tls = "auto", true
-			},
-			check: func(a *Agreement) bool { return a.Compression == "zstd" }, param: ParamCompression, reason: ReasonAuto},
 		{name: "compression auto, no hint: none",
 			edit:  func(w *Wants, _ *Compressibility, _ *bool, _, _ *HostFacts, _ *Limits) { w.Compression = "auto" },
 			check: func(a *Agreement) bool { return a.Compression == "none" }, param: ParamCompression, reason: ReasonAuto},
@@ -424,7 +418,6 @@ func TestEveryDifferenceHasAReason(t *testing.T) {
 // TestAdjustmentOrder: adjustments come in the order of SPEC §6.8.
 func TestAdjustmentOrder(t *testing.T) {
 	src, dst := host72("s", 4), host72("d", 4)
-	dst.Compression = nil // auto stays none: the level asked is adjusted too
 	a := NegotiateParams(Wants{CompressionLevel: 3, Postcopy: true, PostcopyPreempt: true, ZeroCopySend: true}, Compressibility{}, true, &src, &dst, Limits{})
 	var got []string
 	for _, adj := range a.Adjustments {

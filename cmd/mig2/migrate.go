@@ -31,8 +31,8 @@ virsh's meanings, so ` + "`alias virsh=mig2`" + ` is safe:
 Before anything moves, mig2 and the mig2 agent on the destination negotiate every setting both
 QEMUs must share (multifd channels, compression, postcopy, TLS on the migration stream) and
 compare the two device trees; a mismatch is refused with a readable diff and the source guest
-is untouched. With no tuning options mig2 chooses: 8 multifd channels, zstd when the guest's
-memory compresses or the stream is TLS, no bandwidth cap. Success means the destination confirmed
+is untouched. With no tuning options mig2 chooses: channels from both hosts' cores, zstd only
+when the guest's memory compresses, no bandwidth cap. Success means the destination confirmed
 its guest runs. Whatever fails before that, the source guest keeps running. Ctrl-C cancels
 safely.
 
