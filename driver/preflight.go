@@ -2,7 +2,6 @@ package driver
 
 import (
 	"context"
-	"sync"
 	"time"
 
 	"github.com/mig2/mig2/v2proto"
@@ -22,28 +21,18 @@ type sourceProbe struct {
 func (q *QEMU) probeSource(ctx context.Context) (*sourceProbe, error) {
 	p := &sourceProbe{}
 	t0 := time.Now()
-	var wg sync.WaitGroup
-	var factsErr, treeErr error
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		p.facts, factsErr = q.Facts(ctx)
-		p.tFacts = time.Since(t0)
-	}()
-	go func() {
-		defer wg.Done()
-		p.tree, treeErr = q.DeviceTree(ctx)
-		p.tTree = time.Since(t0)
-	}()
-	p.comp, p.compErr = sampleCompressibility(ctx, q.mon, q.mon.PeerPID())
-	p.tSample = time.Since(t0)
-	wg.Wait()
+	err := concurrently(
+		func() (err error) { p.facts, err = q.Facts(ctx); p.tFacts = time.Since(t0); return err },
+		func() (err error) { p.tree, err = q.DeviceTree(ctx); p.tTree = time.Since(t0); return err },
+		func() error {
+			p.comp, p.compErr = sampleCompressibility(ctx, q.mon, q.mon.PeerPID())
+			p.tSample = time.Since(t0)
+			return nil // optional: a failed sample leaves the hint unmeasured
+		},
+	)
 	p.tTotal = time.Since(t0)
-	if factsErr != nil {
-		return nil, factsErr
-	}
-	if treeErr != nil {
-		return nil, treeErr
+	if err != nil {
+		return nil, err
 	}
 	return p, nil
 }

@@ -188,20 +188,10 @@ func readDeviceTree(ctx context.Context, ex qmp.Executor) (*qmp.DeviceTree, erro
 }
 
 // probeQEMU reads a QEMU's facts and device tree, concurrently (QMP pipelines them).
-func probeQEMU(ctx context.Context, mon *qmp.Conn) (v2proto.HostFacts, *qmp.DeviceTree, error) {
-	var (
-		facts    v2proto.HostFacts
-		factsErr error
-		done     = make(chan struct{})
+func probeQEMU(ctx context.Context, mon *qmp.Conn) (facts v2proto.HostFacts, tree *qmp.DeviceTree, err error) {
+	err = concurrently(
+		func() (err error) { facts, err = QEMUFacts(ctx, mon); return err },
+		func() (err error) { tree, err = readDeviceTree(ctx, mon); return err },
 	)
-	go func() {
-		defer close(done)
-		facts, factsErr = QEMUFacts(ctx, mon)
-	}()
-	tree, treeErr := readDeviceTree(ctx, mon)
-	<-done
-	if factsErr != nil {
-		return facts, nil, factsErr
-	}
-	return facts, tree, treeErr
+	return facts, tree, err
 }
