@@ -26,15 +26,28 @@ type Listener struct {
 	wg     sync.WaitGroup
 
 	mu      sync.Mutex
-	active  int            // handshakes in progress (including ready, not yet accepted)
-	perHost map[string]int // the same, per peer IP
-	rejects int            // rejecting goroutines (bounded)
+	slots   map[*slot]struct{} // handshakes in progress (including ready, not yet accepted)
+	perHost map[string]int     // the same, counted per peer IP
+	rejects int                // rejecting goroutines (bounded)
 
 	refusals *refusalLog // which refusals Accept reports one by one
 
 	ready     chan acceptResult
 	closeOnce sync.Once
 }
+
+// slot is one handshake in progress. Its context ends when the listener closes, or when the
+// slot is taken from it for a peer with fewer handshakes (evictVictim).
+type slot struct {
+	host   string
+	start  time.Time
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	done   bool // the handshake finished: it waits for Accept and is no longer evictable
+}
+
+// errEvicted ends a stalled handshake whose slot went to a peer with fewer handshakes.
+var errEvicted = errors.New("evicted from its handshake slot for a peer address with fewer handshakes in progress")
 
 type acceptResult struct {
 	c   *Conn
@@ -80,6 +93,7 @@ func newListener(ln net.Listener, cfg *Config, window time.Duration) (*Listener,
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &Listener{
 		ln: ln, cfg: cfg, serverTLS: serverTLS, ctx: ctx, cancel: cancel,
+		slots:    map[*slot]struct{}{},
 		perHost:  map[string]int{},
 		ready:    make(chan acceptResult, cfg.MaxConcurrentHandshakes),
 		refusals: newRefusalLog(window),
@@ -199,37 +213,86 @@ func (l *Listener) acceptLoop() {
 		}
 		backoff = 0
 		host := hostOf(nc.RemoteAddr())
-		if why := l.admit(host); why != "" {
+		s, why := l.admit(host, time.Now())
+		if s == nil {
 			l.rejectBusy(nc, host, why)
 			continue
 		}
 		l.wg.Add(1)
-		go l.handshake(nc, host)
+		go l.handshake(nc, s)
 	}
 }
 
-// admit takes a handshake slot for host, or says why not.
-func (l *Listener) admit(host string) string {
+// admit takes a handshake slot for host, or says why not. When every slot is taken, the oldest
+// stalled handshake of the peer address holding the most slots gives its slot up, if that address
+// holds more than host does (SPEC §10): a flood from many addresses then churns through its own
+// connections and an honest source still gets a slot.
+func (l *Listener) admit(host string, now time.Time) (*slot, string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.active >= l.cfg.MaxConcurrentHandshakes {
-		return fmt.Sprintf("too many concurrent handshakes (%d)", l.cfg.MaxConcurrentHandshakes)
-	}
 	if max := l.cfg.MaxHandshakesPerHost; max > 0 && l.perHost[host] >= max {
-		return fmt.Sprintf("too many concurrent handshakes from %s (%d)", host, max)
+		return nil, fmt.Sprintf("too many concurrent handshakes from %s (%d)", host, max)
 	}
-	l.active++
+	if len(l.slots) >= l.cfg.MaxConcurrentHandshakes {
+		v := evictVictim(l.evictable(), l.perHost, host)
+		if v == nil {
+			return nil, fmt.Sprintf("too many concurrent handshakes (%d)", l.cfg.MaxConcurrentHandshakes)
+		}
+		l.release(v)
+		v.cancel(errEvicted)
+	}
+	s := &slot{host: host, start: now}
+	s.ctx, s.cancel = context.WithCancelCause(l.ctx)
+	l.slots[s] = struct{}{}
 	l.perHost[host]++
-	return ""
+	return s, ""
 }
 
-func (l *Listener) free(host string) {
+// evictable lists the slots whose handshake is still in progress. Called with mu held.
+func (l *Listener) evictable() []*slot {
+	out := make([]*slot, 0, len(l.slots))
+	for s := range l.slots {
+		if !s.done {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// evictVictim chooses the handshake that gives its slot up to a new connection from host: the
+// oldest among those of the address holding the most slots, provided that address holds more
+// slots than host. Nil means nobody gives way, and the new connection is refused as busy.
+func evictVictim(candidates []*slot, perHost map[string]int, host string) *slot {
+	var v *slot
+	for _, s := range candidates {
+		if perHost[s.host] <= perHost[host] {
+			continue
+		}
+		if v == nil || perHost[s.host] > perHost[v.host] ||
+			(perHost[s.host] == perHost[v.host] && s.start.Before(v.start)) {
+			v = s
+		}
+	}
+	return v
+}
+
+// release gives a slot back. Called with mu held; a slot is released once (eviction releases it
+// before its goroutine ends).
+func (l *Listener) release(s *slot) {
+	if _, ok := l.slots[s]; !ok {
+		return
+	}
+	delete(l.slots, s)
+	if l.perHost[s.host]--; l.perHost[s.host] <= 0 {
+		delete(l.perHost, s.host)
+	}
+}
+
+func (l *Listener) free(s *slot) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.active--
-	if l.perHost[host]--; l.perHost[host] <= 0 {
-		delete(l.perHost, host)
-	}
+	l.release(s)
+	s.cancel(nil)
 }
 
 // rejectBusy answers "MIG2-ERR busy" without any TLS work. The graceful close runs in a bounded
@@ -301,21 +364,28 @@ func (l *Listener) summaryLoop() {
 
 // handshake runs the server transport handshake for one connection. A successful connection
 // keeps its slot until it is queued for Accept (the queue holds at most MaxConcurrentHandshakes).
-func (l *Listener) handshake(nc net.Conn, host string) {
+func (l *Listener) handshake(nc net.Conn, s *slot) {
 	defer l.wg.Done()
-	c, err := server(l.ctx, nc, l.cfg, l.serverTLS)
+	c, err := server(s.ctx, nc, l.cfg, l.serverTLS)
 	if err != nil {
-		l.free(host)
-		if l.ctx.Err() == nil {
-			l.report(host, handshakeTimeout(err))
+		l.free(s)
+		switch {
+		case l.ctx.Err() != nil:
+		case errors.Is(context.Cause(s.ctx), errEvicted):
+			l.report(s.host, &ConnError{Op: "accept", Peer: addrString(nc.RemoteAddr()), Reason: ErrBusy, Detail: "refused: " + errEvicted.Error()})
+		default:
+			l.report(s.host, handshakeTimeout(err))
 		}
 		return
 	}
+	l.mu.Lock()
+	s.done = true
+	l.mu.Unlock()
 	select {
 	case l.ready <- acceptResult{c: c}:
-		l.free(host)
+		l.free(s)
 	case <-l.ctx.Done():
-		l.free(host)
+		l.free(s)
 		_ = c.Close()
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -205,6 +206,99 @@ func TestPerHostCap(t *testing.T) {
 		t.Fatalf("another host was starved: %v", err)
 	}
 	c.Close()
+}
+
+// TestEvictionForAnotherHost: with every slot held by stalled handshakes from other
+// addresses, a client from an address holding fewer slots takes the oldest stalled one's slot
+// and gets in at once; the evicted connection is reported as busy. A client from an address
+// holding as many slots as any other is refused as busy.
+func TestEvictionForAnotherHost(t *testing.T) {
+	creds, _ := testCreds(t)
+	cfg := testConfig(creds)
+	cfg.MaxConcurrentHandshakes = 3
+	cfg.MaxHandshakesPerHost = 0
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := newListener(ln, cfg, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	ctx := testCtx(t)
+	errs := acceptLoop(ctx, l)
+	addr := l.Addr().String()
+	oldest := stall(t, addr, "127.0.0.2")
+	time.Sleep(20 * time.Millisecond)
+	stall(t, addr, "127.0.0.2")
+	stall(t, addr, "127.0.0.3")
+	time.Sleep(50 * time.Millisecond) // let the listener admit them
+
+	start := time.Now()
+	c, err := DialConn(ctx, addr, RoleSource, testConfig(creds))
+	if err != nil {
+		t.Fatalf("a client from an address without a slot, every slot held by stalls: %v", err)
+	}
+	c.Close()
+	if el := time.Since(start); el > 2*time.Second {
+		t.Errorf("the client got in after %v", el)
+	}
+	_ = oldest.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := oldest.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("the oldest stall of the busiest address was not closed: %v", err)
+	}
+	got := waitTally(t, errs, 1, 2*time.Second)
+	if got.busy != 1 {
+		t.Errorf("want the eviction reported as busy, got %v", errs.snapshot())
+	}
+
+	// Now 127.0.0.2 and 127.0.0.3 hold one slot each and the honest client's slot is free:
+	// one more stall from 127.0.0.3 fills the listener. A client from 127.0.0.3 (2 slots)
+	// finds no busier address and is refused as busy.
+	stall(t, addr, "127.0.0.3")
+	time.Sleep(50 * time.Millisecond)
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.3")}}
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err = Client(ctx, nc, RoleSource, "127.0.0.1", testConfig(creds))
+	if c != nil {
+		c.Close()
+	}
+	if !IsBusy(err) {
+		t.Fatalf("a client from the busiest address with every slot taken: want busy, got %v", err)
+	}
+}
+
+func TestEvictVictim(t *testing.T) {
+	t0 := time.Unix(0, 0)
+	a1 := &slot{host: "a", start: t0.Add(1)}
+	a2 := &slot{host: "a", start: t0.Add(2)}
+	b1 := &slot{host: "b", start: t0}
+	c1 := &slot{host: "c", start: t0.Add(3)}
+	all := []*slot{a2, b1, a1, c1}
+	per := map[string]int{"a": 2, "b": 1, "c": 1}
+	for _, tc := range []struct {
+		host string
+		want *slot
+	}{
+		{"new", a1}, // the busiest address's oldest handshake, not the oldest overall
+		{"b", a1},   // b holds 1 < 2
+		{"a", nil},  // nobody holds more than a
+	} {
+		if got := evictVictim(all, per, tc.host); got != tc.want {
+			t.Errorf("evictVictim for %s = %v, want %v", tc.host, got, tc.want)
+		}
+	}
+	per = map[string]int{"b": 1, "c": 1}
+	if got := evictVictim([]*slot{c1, b1}, per, "new"); got != b1 {
+		t.Errorf("equal addresses: got %v, want the oldest (b)", got)
+	}
+	if got := evictVictim([]*slot{c1, b1}, per, "c"); got != nil {
+		t.Errorf("an address holding as many as any other evicted %v", got)
+	}
 }
 
 // TestListenerClose: Close aborts handshakes in progress, returns ErrClosed from Accept, and

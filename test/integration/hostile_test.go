@@ -415,6 +415,12 @@ func (e *hostileEnv) floodScenario(t *testing.T, name string, many bool) {
 		addrs = []string{e.peerIP()}
 	}
 	t.Run(name, func(t *testing.T) {
+		if many {
+			// The agent tracks the flood's first hosts until they have been quiet for a window
+			// (refusals from new hosts are only summarised meanwhile); let that pass, even when
+			// this scenario fails, so that the next hostile peer is logged on its own line.
+			defer time.Sleep(refusalWindow + 3*time.Second)
+		}
 		const n = 1000
 		logBefore := len(e.agent.logText())
 		start := time.Now()
@@ -445,18 +451,12 @@ func (e *hostileEnv) floodScenario(t *testing.T, name string, many bool) {
 		}
 		dialTime := time.Since(start)
 
-		// An honest source while the flood holds its connections.
-		during, honestRefused := "ok", 0
+		// An honest source while the flood holds its connections. From one address the flood
+		// fills that address's share; from fifty it fills every slot, and the honest source
+		// takes the slot of the oldest stalled handshake of an address holding more (SPEC §10).
+		during := "ok"
 		r := mig2(t, ctxT(t, 2*time.Minute), "check", "--qmp", e.src.QMPSocket, "--tls-dir", e.certs, "demo", e.agent.uri())
-		switch {
-		case r.code == 0 && strings.Contains(r.stdout, ": compatible"):
-		case many && r.code == exitConnect && strings.Contains(r.stderr, "busy") && r.elapsed < 5*time.Second:
-			during, honestRefused = "refused at once as busy (global cap full)", 1
-		case many && r.code == exitConnect && strings.Contains(r.stderr, "EOF") && r.elapsed < 5*time.Second:
-			// With every refusal writer busy too, the agent closes an excess connection at
-			// once without the MIG2-ERR line: still refused at once, and still counted.
-			during, honestRefused = "refused at once (global cap full, closed without the busy line)", 1
-		default:
+		if r.code != 0 || !strings.Contains(r.stdout, ": compatible") {
 			t.Fatalf("honest mig2 check during the flood: exit %d in %s:\n%s", r.code, r.elapsed, r.stderr)
 		}
 		during += " in " + r.elapsed.Round(100*time.Millisecond).String()
@@ -473,7 +473,7 @@ func (e *hostileEnv) floodScenario(t *testing.T, name string, many bool) {
 			case f.busy:
 				busy++
 			default:
-				cut++ // closed at once, without the error line (the refusal goroutines were all busy)
+				cut++ // closed at once without the error line: evicted, or every refusal writer busy
 			}
 		}
 		maxHeld := min(agentPerHostCap*len(addrs), agentGlobalCap)
@@ -483,7 +483,9 @@ func (e *hostileEnv) floodScenario(t *testing.T, name string, many bool) {
 		if longest > agentHandshakeDeadline+6*time.Second {
 			t.Errorf("a stalled handshake was held %s, want about the handshake deadline %s", longest, agentHandshakeDeadline)
 		}
-		if busy == 0 || busy+cut+held != dialed {
+		// From one address the excess is refused as busy; from fifty, nearly every connection
+		// comes from an address holding fewer slots than the busiest and evicts its oldest.
+		if (!many && busy == 0) || busy+cut+held != dialed {
 			t.Errorf("fates: %d busy, %d cut, %d held, of %d", busy, cut, held, dialed)
 		}
 
@@ -505,9 +507,7 @@ func (e *hostileEnv) floodScenario(t *testing.T, name string, many bool) {
 		if many {
 			maxLines = 2*maxReportedHosts + 2 // one line and summaries for the first few hosts, one summary for the others
 		}
-		// The honest source's own refusal, if any, is among the "other hosts" when the flood
-		// has filled the table of hosts logged one by one.
-		want := dialed + honestRefused
+		want := dialed
 		var lines []string
 		accounted := 0
 		deadline := time.Now().Add(3*agentHandshakeDeadline + 10*time.Second)
@@ -522,15 +522,9 @@ func (e *hostileEnv) floodScenario(t *testing.T, name string, many bool) {
 		time.Sleep(time.Second)
 		lines = floodLines()
 		accounted = accountedRefusals(lines)
-		if many {
-			// The agent tracks the flood's first hosts until they have been quiet for a window
-			// (refusals from new hosts are only summarised meanwhile); let that pass, so that
-			// the next hostile peer is logged on its own line again.
-			time.Sleep(refusalWindow + 3*time.Second)
-		}
 		t.Logf("agent log for the flood:\n%s", strings.Join(lines, "\n"))
 		if accounted != want {
-			t.Errorf("the agent's log accounts for %d refused connections, want %d (%d hostile, %d honest)", accounted, want, dialed, honestRefused)
+			t.Errorf("the agent's log accounts for %d refused connections, want %d", accounted, want)
 		}
 		if len(lines) > maxLines {
 			t.Errorf("%d connections produced %d log lines, want at most %d", dialed, len(lines), maxLines)
@@ -540,7 +534,7 @@ func (e *hostileEnv) floodScenario(t *testing.T, name string, many bool) {
 		}
 		assertDestWaiting(t, e.dst)
 		after := e.honestCheck(t)
-		t.Logf("outcome: %d stalled handshakes from %d address(es) capped (%d busy at once, %d closed at once, %d held until the handshake deadline, longest %s; dialled in %s), honest mig2 check during the flood %s, %d agent log lines accounting for all %d refusals, destination QEMU still waiting, agent served the next source (mig2 check ok in %s)",
+		t.Logf("outcome: %d stalled handshakes from %d address(es) capped (%d busy at once, %d evicted or closed at once, %d held until the handshake deadline, longest %s; dialled in %s), honest mig2 check during the flood %s, %d agent log lines accounting for all %d refusals, destination QEMU still waiting, agent served the next source (mig2 check ok in %s)",
 			dialed, len(addrs), busy, cut, held, longest.Round(100*time.Millisecond), dialTime.Round(time.Millisecond), during, len(lines), accounted, after.Round(100*time.Millisecond))
 	})
 }
