@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -107,6 +108,9 @@ func (b *bench) runCase(ctx context.Context, c Case) (cr CaseResult) {
 
 	// The repetitions, interleaved.
 	ids := caseContenders(b.lab != nil)
+	if len(b.cfg.Only) > 0 {
+		ids = slices.DeleteFunc(ids, func(id string) bool { return !slices.Contains(b.cfg.Only, id) })
+	}
 	for rep := 1; rep <= b.cfg.Reps; rep++ {
 		for _, id := range repOrder(ids, rep) {
 			r, err := b.runContender(ctx, lp, lg, labErr, &cr, id, rep)
@@ -157,8 +161,14 @@ func (b *bench) runContender(ctx context.Context, lp *localPair, lg *labGuest, l
 		set = cr.BestTLS
 	case cTunedPlain:
 		set = cr.BestPlain
+	case cTunedSafe:
+		if cr.BestPlain != nil {
+			s := *cr.BestPlain
+			s.Safe = true
+			set = &s
+		}
 	}
-	if (id == cTunedTLS || id == cTunedPlain) && set == nil {
+	if (id == cTunedTLS || id == cTunedPlain || id == cTunedSafe) && set == nil {
 		return Run{Case: cr.Case.String(), Contender: id, Status: statusNotConverged,
 			Error: "no hand-tuned setting of this security level converged in the sweep"}, nil
 	}

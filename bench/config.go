@@ -41,6 +41,7 @@ type Config struct {
 	TouchMiB int           `json:"touch_mib"`
 	Streams  int           `json:"tcp_streams"`         // N of the loopback ceiling
 	Idle     time.Duration `json:"destination_idle_ns"` // how long each fresh destination waits idle
+	Only     []string      `json:"only,omitempty"`      // contenders of the repetitions (none: all)
 }
 
 func defaultConfig() Config {
@@ -53,7 +54,7 @@ func defaultConfig() Config {
 // Full reports whether c is the issue's complete run (what `make bench` does by default).
 func (c Config) Full() bool {
 	d := defaultConfig()
-	return c.Reps >= d.Reps && slices.Equal(c.Cases, d.Cases) && c.Sweep == sweepFull && c.Libvirt &&
+	return c.Reps >= d.Reps && slices.Equal(c.Cases, d.Cases) && c.Sweep == sweepFull && c.Libvirt && len(c.Only) == 0 &&
 		c.MemMiB == d.MemMiB && c.TouchMiB == d.TouchMiB
 }
 
@@ -125,6 +126,14 @@ func configFromEnv(getenv func(string) string) (Config, error) {
 				errs = append(errs, fmt.Errorf("bench: %s=%q: want a whole number of MiB", v.name, s))
 			}
 			*v.dst = n
+		}
+	}
+	if v := getenv("BENCH_CONTENDERS"); v != "" {
+		for _, id := range strings.Split(v, ",") {
+			if _, ok := contenderByID(strings.TrimSpace(id)); !ok {
+				errs = append(errs, fmt.Errorf("bench: BENCH_CONTENDERS: unknown contender %q", id))
+			}
+			c.Only = append(c.Only, strings.TrimSpace(id))
 		}
 	}
 	if v := getenv("BENCH_CAP"); v != "" {

@@ -27,6 +27,7 @@
 //	BENCH_SWEEP=full|reduced|minimal   the hand-tuned sweep (default full: 16 settings per security level)
 //	BENCH_LIBVIRT=0                skip the libvirt lab and its two contenders
 //	BENCH_CAP=40s                  convergence cap
+//	BENCH_CONTENDERS=tuned-plain,mig2-insecure   only these contenders in the repetitions
 //	BENCH_MEM_MIB=2048, BENCH_TOUCH_MIB=1024   guest RAM and how much of it is filled
 //	BENCH_OUT=docs/bench           where the report goes
 //	BENCH_KEEP=1                   keep the working directory (logs, certificates)

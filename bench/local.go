@@ -154,7 +154,7 @@ func (p *localPair) migrate(ctx context.Context, contender string, set *Setting,
 	switch contender {
 	case cQEMUDefaults:
 		rawMigrate(ctx, &r, src, dst, nil, p.b.pki, limit)
-	case cTunedTLS, cTunedPlain, cSweep:
+	case cTunedTLS, cTunedPlain, cTunedSafe, cSweep:
 		rawMigrate(ctx, &r, src, dst, set, p.b.pki, limit)
 	case cMig2TLS, cMig2Insecure, cMig2V1:
 		p.b.mig2Migrate(ctx, &r, src, dst, limit)

@@ -36,6 +36,12 @@ func planRaw(set *Setting, pki string) rawPlan {
 		DstParams: &qmp.MigrationParameters{MultifdChannels: &ch, MultifdCompression: &comp},
 		SrcParams: &qmp.MigrationParameters{MultifdChannels: &ch, MultifdCompression: &comp, MaxBandwidth: &bw},
 	}
+	if set.Safe {
+		rp := qmp.MigrationCapabilityStatus{Capability: qmp.CapReturnPath, State: true}
+		p.DstCaps = append(p.DstCaps, rp)
+		p.SrcCaps = append(p.SrcCaps, rp, qmp.MigrationCapabilityStatus{Capability: qmp.CapPauseBeforeSwitchover, State: true},
+			qmp.MigrationCapabilityStatus{Capability: qmp.CapEvents, State: true})
+	}
 	if set.TLS {
 		id, host := "bench-tls", "127.0.0.1"
 		p.DstObjects = []qmp.Object{qmp.TLSCredsX509{ID: id, Dir: pki, Endpoint: "server"}}
@@ -95,8 +101,12 @@ func rawMigrate(ctx context.Context, r *Run, src, dst *node, set *Setting, pki s
 	migrateAt := time.Now()
 	r.Phases = map[string]int64{"configure_ns": int64(migrateAt.Sub(start))}
 	var info qmp.MigrationInfo
+	poll := pollEvery
+	if set != nil && set.Safe {
+		poll = 10 * time.Millisecond // the guest waits paused at pre-switchover: answer promptly, as mig2 does
+	}
 	for {
-		if err := sleepCtx(ctx, pollEvery); err != nil {
+		if err := sleepCtx(ctx, poll); err != nil {
 			fail("interrupted", err)
 			cancelRaw(context.WithoutCancel(ctx), src.mon)
 			return
@@ -108,6 +118,13 @@ func rawMigrate(ctx context.Context, r *Run, src, dst *node, set *Setting, pki s
 		}
 		if info.Status.Terminal() {
 			break
+		}
+		if info.Status == qmp.MigrationPreSwitchover {
+			if err := qmp.MigrateContinue(ctx, src.mon, qmp.MigrationPreSwitchover); err != nil {
+				fail("migrate-continue", err)
+				cancelRaw(context.WithoutCancel(ctx), src.mon)
+				return
+			}
 		}
 		if time.Since(start) > limit {
 			r.Status, r.Error = statusNotConverged, fmt.Sprintf("still %s after %s%s: migrate_cancel", info.Status, limit.Round(time.Second), progressOf(info))

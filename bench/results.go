@@ -21,6 +21,7 @@ const (
 	cVirshPar8    = "virsh-parallel8"
 	cTunedTLS     = "tuned-tls"
 	cTunedPlain   = "tuned-plain"
+	cTunedSafe    = "tuned-plain-safe"
 	cMig2TLS      = "mig2-tls"
 	cMig2Insecure = "mig2-insecure"
 	cMig2V1       = "mig2-v1"
@@ -41,6 +42,7 @@ var contenders = []Contender{
 	{cVirshPar8, secPlain, true, "`virsh migrate --live --parallel --parallel-connections 8 ...` (KubeVirt's default; libvirt lab)"},
 	{cTunedTLS, secTLS, false, "raw QMP, the fastest TLS setting of this case's sweep"},
 	{cTunedPlain, secPlain, false, "raw QMP, the fastest plaintext setting of this case's sweep"},
+	{cTunedSafe, secPlain, false, "raw QMP, the tuned-plain setting plus mig2's safety capabilities (return-path, pause-before-switchover: the source waits for the destination to load and run the guest)"},
 	{cMig2TLS, secTLS, false, "`mig2 migrate --qmp SRC --tls-dir PKI bench mig2://AGENT`"},
 	{cMig2Insecure, secPlain, false, "`mig2 migrate --qmp SRC --insecure bench mig2://AGENT` (agent --insecure)"},
 	{cMig2V1, secPlain, false, "`mig2 migrate --protocol v1 --qmp SRC --dest-qmp DST bench tcp:127.0.0.1:PORT`"},
@@ -77,12 +79,18 @@ type Setting struct {
 	Compression  string `json:"compression"` // none or zstd
 	AutoConverge bool   `json:"auto_converge"`
 	TLS          bool   `json:"tls"`
+	// Safe adds what mig2 always enables: return-path on both sides, pause-before-switchover
+	// and migrate-continue on the source.
+	Safe bool `json:"safe,omitempty"`
 }
 
 func (s Setting) String() string {
 	parts := []string{fmt.Sprintf("multifd %d", s.Channels), s.Compression}
 	if s.AutoConverge {
 		parts = append(parts, "auto-converge")
+	}
+	if s.Safe {
+		parts = append(parts, "return-path+pause")
 	}
 	if s.TLS {
 		parts = append(parts, "TLS")
@@ -112,6 +120,22 @@ type Run struct {
 	Agreed      json.RawMessage  `json:"agreed,omitempty"`
 	ProcCPU     time.Duration    `json:"proc_cpu_ns,omitempty"`       // the mig2 process (user+system)
 	ProcMaxRSS  int64            `json:"proc_peak_rss_kib,omitempty"` // the mig2 process's VmHWM, sampled every 100 ms
+}
+
+// Moving is the run's time from its first RAM byte to the destination running the guest: the
+// total without what came before the migration began — a raw run's configuration commands,
+// mig2's pre-flight (mig2's own clock, which also leaves out the process's start and exit).
+// ok is false when the run does not tell (libvirt's runs; a summary without pre-flight).
+func (r Run) Moving() (d time.Duration, ok bool) {
+	if c, ok := r.Phases["configure_ns"]; ok {
+		return r.Total - time.Duration(c), true
+	}
+	t, ok1 := r.Phases["mig2_total_ns"]
+	p, ok2 := r.Preflight["total_ns"]
+	if ok1 && ok2 && t > p {
+		return time.Duration(t - p), true
+	}
+	return 0, false
 }
 
 // Converged reports whether the migration completed and the destination runs the guest.

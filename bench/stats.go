@@ -11,6 +11,12 @@ import (
 // hand-tuned median of its security level.
 const judgeFactor = 1.1
 
+// The issue's pre-flight budget: at most 100 ms, of which the v2 protocol itself 10 ms.
+const (
+	preflightBudget = 100 * time.Millisecond
+	protocolBudget  = 10 * time.Millisecond
+)
+
 // minOf is the smallest value, +Inf for none.
 func minOf(xs []float64) float64 {
 	m := math.Inf(1)
@@ -65,8 +71,13 @@ type Stat struct {
 	Failed    int    `json:"failed"`
 	// Times in seconds. A run that did not converge counts as +Inf in MinTotal and MedTotal;
 	// downtime, setup, bytes and throughput are over converged runs that report them (NaN: none).
-	MinTotal      Float `json:"min_total_s"`
-	MedTotal      Float `json:"median_total_s"`
+	MinTotal Float `json:"min_total_s"`
+	MedTotal Float `json:"median_total_s"`
+	// Moving time: first RAM byte to the destination running (Run.Moving), like the totals.
+	MinMoving     Float `json:"min_moving_s"`
+	MedMoving     Float `json:"median_moving_s"`
+	MedPreflight  Float `json:"median_preflight_s"`          // mig2: start to the first RAM byte, on mig2's clock
+	MedProtocol   Float `json:"median_preflight_protocol_s"` // mig2: the v2 protocol's own share of it
 	MinDown       Float `json:"min_downtime_s"`
 	MedDown       Float `json:"median_downtime_s"`
 	MedSetup      Float `json:"median_setup_s"`
@@ -78,6 +89,7 @@ type Stat struct {
 	// Ratios against mig2 of the same security level: this contender's median / mig2's.
 	RatioTotal Float `json:"ratio_total_vs_mig2"`
 	RatioDown  Float `json:"ratio_downtime_vs_mig2"`
+	RatioMove  Float `json:"ratio_moving_vs_mig2"`
 }
 
 func secs(d time.Duration) float64 { return d.Seconds() }
@@ -85,13 +97,16 @@ func secs(d time.Duration) float64 { return d.Seconds() }
 // statOf summarises runs (all of one case and contender).
 func statOf(c Case, ct Contender, runs []Run, ceil Ceilings) Stat {
 	s := Stat{Case: c.String(), Contender: ct.ID, Security: ct.Security, Runs: len(runs)}
-	var total, down, setup, bytes, tput []float64
+	var total, down, setup, bytes, tput, moving, pre, proto []float64
 	for _, r := range runs {
 		if r.Setting != nil && s.Setting == "" {
 			s.Setting = r.Setting.String()
 		}
 		if !r.Converged() {
 			total = append(total, math.Inf(1))
+			if _, ok := r.Moving(); ok || r.Phases == nil {
+				moving = append(moving, math.Inf(1))
+			}
 			if r.Status == statusFailed {
 				s.Failed++
 			}
@@ -99,6 +114,15 @@ func statOf(c Case, ct Contender, runs []Run, ceil Ceilings) Stat {
 		}
 		s.Converged++
 		total = append(total, secs(r.Total))
+		if m, ok := r.Moving(); ok {
+			moving = append(moving, secs(m))
+		}
+		if p, ok := r.Preflight["total_ns"]; ok {
+			pre = append(pre, secs(time.Duration(p)))
+		}
+		if p, ok := r.Preflight["protocol_ns"]; ok {
+			proto = append(proto, secs(time.Duration(p)))
+		}
 		if r.Migration > 0 { // QEMU's figures are known (a summary may lack them)
 			down = append(down, secs(r.Downtime))
 			setup = append(setup, secs(r.Setup))
@@ -112,6 +136,11 @@ func statOf(c Case, ct Contender, runs []Run, ceil Ceilings) Stat {
 	if len(total) == 0 {
 		s.MinTotal = Float(math.NaN())
 	}
+	s.MinMoving, s.MedMoving = Float(math.NaN()), Float(math.NaN())
+	if slices.ContainsFunc(moving, func(f float64) bool { return !math.IsInf(f, 1) }) {
+		s.MinMoving, s.MedMoving = Float(minOf(moving)), Float(median(moving))
+	}
+	s.MedPreflight, s.MedProtocol = Float(median(pre)), Float(median(proto))
 	s.MinDown, s.MedDown = Float(minOf(down)), Float(median(down))
 	if len(down) == 0 {
 		s.MinDown = Float(math.NaN())
@@ -140,11 +169,12 @@ func summarize(cases []CaseResult, ceil Ceilings) []Stat {
 		for i := range stats {
 			ref := findStat(stats, mig2For(stats[i].Security))
 			if ref == nil {
-				stats[i].RatioTotal, stats[i].RatioDown = Float(math.NaN()), Float(math.NaN())
+				stats[i].RatioTotal, stats[i].RatioDown, stats[i].RatioMove = Float(math.NaN()), Float(math.NaN()), Float(math.NaN())
 				continue
 			}
 			stats[i].RatioTotal = Float(ratio(float64(stats[i].MedTotal), float64(ref.MedTotal)))
 			stats[i].RatioDown = Float(ratio(float64(stats[i].MedDown), float64(ref.MedDown)))
+			stats[i].RatioMove = Float(ratio(float64(stats[i].MedMoving), float64(ref.MedMoving)))
 		}
 		out = append(out, stats...)
 	}
@@ -160,15 +190,23 @@ func findStat(stats []Stat, contender string) *Stat {
 	return nil
 }
 
-// Verdict is the issue's judgement for one case.
+// Verdict is the issue's judgement for one case. The settings are judged on the moving time
+// (first RAM byte to the guest running on the destination): mig2's pre-flight has its own
+// budget (PreflightOK). The ratios of the totals are reported too.
 type Verdict struct {
 	Case string `json:"case"`
-	// mig2 (TLS) median time / the best hand-tuned TLS median; OK within judgeFactor.
-	TLSRatio Float `json:"tls_ratio"`
-	TLSOK    bool  `json:"tls_ok"`
-	// mig2 --insecure median / the best hand-tuned plaintext median.
-	PlainRatio Float `json:"plain_ratio"`
-	PlainOK    bool  `json:"plain_ok"`
+	// mig2 (TLS) median moving time / the best hand-tuned TLS median; OK within judgeFactor.
+	TLSRatio      Float `json:"tls_ratio"`
+	TLSTotalRatio Float `json:"tls_total_ratio"` // the same for the totals, pre-flight included
+	TLSOK         bool  `json:"tls_ok"`
+	// mig2 --insecure against the best hand-tuned plaintext setting, likewise.
+	PlainRatio      Float `json:"plain_ratio"`
+	PlainTotalRatio Float `json:"plain_total_ratio"`
+	PlainOK         bool  `json:"plain_ok"`
+	// mig2's median pre-flight at most preflightBudget, its protocol share at most protocolBudget.
+	Preflight   Float `json:"preflight_s"`
+	Protocol    Float `json:"protocol_s"`
+	PreflightOK bool  `json:"preflight_ok"`
 	// mig2 converged in every run wherever any contender converged at least once.
 	ConvergedOK bool     `json:"converged_ok"`
 	OK          bool     `json:"ok"`
@@ -184,24 +222,49 @@ func judge(caseName string, stats []Stat) Verdict {
 			mine = append(mine, s)
 		}
 	}
-	level := func(mig2ID, tunedID, label string) (Float, bool) {
+	level := func(mig2ID, tunedID, label string) (moving, total Float, ok bool) {
 		m, t := findStat(mine, mig2ID), findStat(mine, tunedID)
 		switch {
 		case m == nil:
 			v.Notes = append(v.Notes, fmt.Sprintf("%s: no %s runs", label, mig2ID))
-			return Float(math.NaN()), false
+			return Float(math.NaN()), Float(math.NaN()), false
 		case math.IsInf(float64(m.MedTotal), 1):
 			v.Notes = append(v.Notes, fmt.Sprintf("%s: %s's median run did not complete", label, mig2ID))
-			return Float(math.Inf(1)), false
+			return Float(math.Inf(1)), Float(math.Inf(1)), false
 		case t == nil || math.IsInf(float64(t.MedTotal), 1) || math.IsNaN(float64(t.MedTotal)):
 			v.Notes = append(v.Notes, fmt.Sprintf("%s: no converged hand-tuned median to compare with", label))
-			return Float(math.NaN()), true
+			return Float(math.NaN()), Float(math.NaN()), true
 		}
-		r := ratio(float64(m.MedTotal), float64(t.MedTotal))
-		return Float(r), r <= judgeFactor
+		total = Float(ratio(float64(m.MedTotal), float64(t.MedTotal)))
+		r := ratio(float64(m.MedMoving), float64(t.MedMoving))
+		if math.IsNaN(r) {
+			v.Notes = append(v.Notes, fmt.Sprintf("%s: no moving time for %s or %s", label, mig2ID, tunedID))
+			return Float(r), total, false
+		}
+		return Float(r), total, r <= judgeFactor
 	}
-	v.TLSRatio, v.TLSOK = level(cMig2TLS, cTunedTLS, "TLS")
-	v.PlainRatio, v.PlainOK = level(cMig2Insecure, cTunedPlain, "plaintext")
+	v.TLSRatio, v.TLSTotalRatio, v.TLSOK = level(cMig2TLS, cTunedTLS, "TLS")
+	v.PlainRatio, v.PlainTotalRatio, v.PlainOK = level(cMig2Insecure, cTunedPlain, "plaintext")
+
+	// The pre-flight budget, over both v2 contenders' runs: the larger median counts.
+	v.Preflight, v.Protocol, v.PreflightOK = Float(math.NaN()), Float(math.NaN()), false
+	for _, id := range []string{cMig2TLS, cMig2Insecure} {
+		m := findStat(mine, id)
+		if m == nil || math.IsNaN(float64(m.MedPreflight)) {
+			continue
+		}
+		if math.IsNaN(float64(v.Preflight)) || m.MedPreflight > v.Preflight {
+			v.Preflight = m.MedPreflight
+		}
+		if math.IsNaN(float64(v.Protocol)) || m.MedProtocol > v.Protocol {
+			v.Protocol = m.MedProtocol
+		}
+	}
+	v.PreflightOK = float64(v.Preflight) <= preflightBudget.Seconds() && float64(v.Protocol) <= protocolBudget.Seconds()
+	if !v.PreflightOK {
+		v.Notes = append(v.Notes, fmt.Sprintf("pre-flight median %s (protocol %s): budget %s (protocol %s)",
+			fmtMs(v.Preflight), fmtMs(v.Protocol), preflightBudget, protocolBudget))
+	}
 
 	anyConverged := false
 	for _, s := range mine {
@@ -229,10 +292,10 @@ func judge(caseName string, stats []Stat) Verdict {
 			continue
 		}
 		if r := ratio(float64(ref.MedTotal), float64(s.MedTotal)); r > judgeFactor {
-			v.Notes = append(v.Notes, fmt.Sprintf("%s's median is %.2fx faster than %s's", s.Contender, r, ref.Contender))
+			v.Notes = append(v.Notes, fmt.Sprintf("%s's median total is %.2fx faster than %s's", s.Contender, r, ref.Contender))
 		}
 	}
-	v.OK = v.TLSOK && v.PlainOK && v.ConvergedOK
+	v.OK = v.TLSOK && v.PlainOK && v.ConvergedOK && v.PreflightOK
 	return v
 }
 

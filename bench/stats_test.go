@@ -54,11 +54,25 @@ func TestRatio(t *testing.T) {
 	}
 }
 
-// run is a converged run of total seconds and downtime milliseconds.
+// run is a converged run of total seconds and downtime milliseconds. Its moving time is the
+// total less 50 ms: a raw run's configuration, or mig2's pre-flight (of which 5 ms protocol).
 func run(c, contender string, total float64, downMs int) Run {
+	return runPre(c, contender, total, downMs, 50*time.Millisecond)
+}
+
+func runPre(c, contender string, total float64, downMs int, pre time.Duration) Run {
 	d := time.Duration(total * float64(time.Second))
-	return Run{Case: c, Contender: contender, Status: statusCompleted, Total: d, Migration: d - time.Second,
+	r := Run{Case: c, Contender: contender, Status: statusCompleted, Total: d, Migration: d - time.Second,
 		Downtime: time.Duration(downMs) * time.Millisecond, Transferred: 1 << 30, Throughput: 1 << 29}
+	switch contender {
+	case cMig2TLS, cMig2Insecure, cMig2V1:
+		r.Phases = map[string]int64{"mig2_total_ns": int64(d)}
+		r.Preflight = map[string]int64{"total_ns": int64(pre), "protocol_ns": int64(5 * time.Millisecond)}
+	case cVirsh, cVirshPar8:
+	default:
+		r.Phases = map[string]int64{"configure_ns": int64(pre)}
+	}
+	return r
 }
 
 func notConverged(c, contender string) Run {
@@ -129,7 +143,7 @@ func TestJudge(t *testing.T) {
 		{"pass", []Run{run(c, cMig2TLS, 2.1, 1), run(c, cTunedTLS, 2, 1), run(c, cMig2Insecure, 1, 1), run(c, cTunedPlain, 1, 1)},
 			true, true, true, true, ""},
 		{"TLS too slow", []Run{run(c, cMig2TLS, 2.3, 1), run(c, cTunedTLS, 2, 1), run(c, cMig2Insecure, 1, 1), run(c, cTunedPlain, 1, 1)},
-			false, true, true, false, "tuned-tls's median is 1.15x faster"},
+			false, true, true, false, "tuned-tls's median total is 1.15x faster"},
 		{"mig2 never converged", []Run{notConverged(c, cMig2TLS), run(c, cTunedTLS, 2, 1), run(c, cMig2Insecure, 1, 1), run(c, cTunedPlain, 1, 1)},
 			false, true, false, false, "mig2-tls converged in 0 of 1 runs"},
 		{"nobody converged", []Run{notConverged(c, cMig2TLS), notConverged(c, cMig2Insecure), notConverged(c, cQEMUDefaults)},
@@ -137,7 +151,11 @@ func TestJudge(t *testing.T) {
 		{"no tuned median", []Run{run(c, cMig2TLS, 2, 1), notConverged(c, cTunedTLS), run(c, cMig2Insecure, 1, 1), run(c, cTunedPlain, 1, 1)},
 			true, true, true, true, "no converged hand-tuned median"},
 		{"a non-tuned contender is faster", []Run{run(c, cMig2TLS, 2, 1), run(c, cTunedTLS, 2, 1), run(c, cMig2Insecure, 2, 1), run(c, cTunedPlain, 2, 1), run(c, cVirshPar8, 1, 1)},
-			true, true, true, true, "virsh-parallel8's median is 2.00x faster than mig2-insecure's"},
+			true, true, true, true, "virsh-parallel8's median total is 2.00x faster than mig2-insecure's"},
+		{"pre-flight over budget", []Run{runPre(c, cMig2TLS, 2, 1, 150*time.Millisecond), run(c, cTunedTLS, 2, 1), run(c, cMig2Insecure, 1, 1), run(c, cTunedPlain, 1, 1)},
+			true, true, true, false, "pre-flight median 150 ms"},
+		{"moving within, total not: the settings pass, the pre-flight counts on its own", []Run{runPre(c, cMig2Insecure, 0.7, 1, 90*time.Millisecond), runPre(c, cTunedPlain, 0.6, 1, 10*time.Millisecond), run(c, cMig2TLS, 2, 1), run(c, cTunedTLS, 2, 1)},
+			true, true, true, true, "tuned-plain's median total is 1.17x faster"},
 		{"one of three mig2 runs not converged", []Run{run(c, cMig2TLS, 2, 1), notConverged(c, cMig2TLS), run(c, cMig2TLS, 2, 1), run(c, cTunedTLS, 2, 1), run(c, cMig2Insecure, 1, 1), run(c, cTunedPlain, 1, 1)},
 			true, true, false, false, "converged in 2 of 3"},
 	} {

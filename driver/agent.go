@@ -266,6 +266,7 @@ func (in *incoming) run(ctx context.Context, hello *v2proto.Hello) error {
 		_ = d.Abort(ctx, v2proto.AbortInternal, err.Error())
 		return err
 	}
+	facts.LinkMbps = LinkMbps(d.Conn().LocalAddr(), d.Conn().RemoteAddr())
 	offer := &v2proto.Offer{
 		Guest: in.g.Name, Host: facts, DeviceTree: convertTree(tree),
 		Limits: v2proto.Limits{MaxChannels: uint32(max(in.a.cfg.MaxChannels, 0)), DenyPostcopy: in.a.cfg.DenyPostcopy},
@@ -440,6 +441,11 @@ func (in *incoming) supervise(ctx context.Context) error {
 	}()
 	defer func() { stopRead(); d.Close(); <-readerDone }()
 
+	// QEMU's MIGRATION and RESUME events (the events capability is on) wake the loop at once:
+	// the source waits for the verdict with its guest paused. The tick is the fallback.
+	sub := in.mon.Subscribe(64)
+	defer sub.Close()
+	events := sub.Events()
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
 	lastProgress := time.Now()
@@ -476,6 +482,10 @@ func (in *incoming) supervise(ctx context.Context) error {
 			}
 			_ = d.SendResult(context.WithoutCancel(ctx), &v2proto.Result{Outcome: v2proto.OutcomeFailed, Status: "exited", DestError: text, Details: details})
 			return in.cleanup(false, fmt.Errorf("driver: %s: %s", details, text))
+		case _, ok := <-events:
+			if !ok {
+				events = nil // the monitor closed: mon.Done() fires
+			}
 		case <-tick.C:
 		}
 		mi, err := qmp.QueryMigrate(ctx, in.mon)

@@ -162,6 +162,7 @@ func (q *QEMU) Check(ctx context.Context, opts MigrateOptions) (*CheckReport, er
 		return nil, err
 	}
 	defer sess.Close()
+	hello.Host.LinkMbps = LinkMbps(sess.Conn().LocalAddr(), sess.Conn().RemoteAddr())
 	if err := sess.SendHello(ctx, hello); err != nil {
 		return nil, err
 	}
@@ -283,45 +284,76 @@ func (s *source) run(ctx context.Context) (*Summary, error) {
 	}()
 	sess := d.sess
 	defer sess.Close()
+	hello.Host.LinkMbps = LinkMbps(sess.Conn().LocalAddr(), sess.Conn().RemoteAddr())
 	agreed, err := sess.Handshake(ctx, hello)
 	if err != nil {
 		return nil, err // nothing has been touched yet
 	}
 	s.sum.Agreed, s.sum.Adjustments = SettingsOf(agreed), AdjustmentsOf(agreed)
 	s.log.WithField("stage", "agreed").Infof("driver: agreed %s", agreed)
-	ready, err := sess.ReadReady(ctx)
-	if err != nil {
-		return nil, err
+
+	// The source applies the agreed set while the destination prepares its QEMU (Ready): both
+	// know the agreement now. From here on the source QEMU is changed: a guard makes sure a mig2
+	// that dies (SIGKILL, a crash) never leaves it half-way, so the apply waits for the guard.
+	// The TLS hostname is the agent's, as dialled; Ready may name another host (below).
+	tlsHost := s.opts.ServerName
+	if tlsHost == "" {
+		tlsHost, _, _ = net.SplitHostPort(s.opts.Dest)
+	}
+	type applyResult struct {
+		guard   *guardProc
+		applied *applied
+		stage   string // where err happened: "guard" or "apply"
+		err     error
+		took    time.Duration
+	}
+	applyCh := make(chan applyResult, 1)
+	go func() { // owned: run receives its result on every path below
+		st := <-guardCh
+		if st.err != nil {
+			applyCh <- applyResult{stage: "guard", err: st.err}
+			return
+		}
+		t1 := time.Now()
+		plan, err := planV2(RoleSource, s.sum.Agreed, TLSSetup{Dir: s.opts.TLSDir, Hostname: tlsHost}, hello.Host.Capabilities, s.id)
+		var applied *applied
+		if err == nil {
+			applied, err = applyPlan(ctx, s.q.mon, plan)
+		}
+		if err == nil {
+			st.g.noteApplied(applied, s.log)
+		}
+		applyCh <- applyResult{guard: st.g, applied: applied, stage: "apply", err: err, took: time.Since(t1)}
+	}()
+	ready, rerr := sess.ReadReady(ctx)
+	ar := <-applyCh
+	guard, guardTaken = ar.guard, true
+	applied := ar.applied
+	if rerr != nil {
+		if err := applied.restore(context.WithoutCancel(ctx), s.q.mon); err != nil {
+			rerr = errors.Join(rerr, err)
+		}
+		return nil, rerr
 	}
 	s.sum.Preflight.Handshake = time.Since(t0)
 	s.sum.Preflight.Destination = min(ready.Prepare, s.sum.Preflight.Handshake)
 	s.sum.Preflight.Protocol = s.sum.Preflight.Handshake - s.sum.Preflight.Destination
-
-	// From here on the source QEMU is changed: a guard makes sure a mig2 that dies (SIGKILL,
-	// a crash) never leaves it half-way.
-	st := <-guardCh
-	guard, guardTaken = st.g, true
-	if st.err != nil {
-		_ = sess.Abort(ctx, v2proto.AbortInternal, "the source could not start its guard process: "+st.err.Error())
-		return nil, s.failed("apply", st.err, "")
+	switch {
+	case ar.stage == "guard" && ar.err != nil:
+		_ = sess.Abort(ctx, v2proto.AbortInternal, "the source could not start its guard process: "+ar.err.Error())
+		return nil, s.failed("apply", ar.err, "")
+	case ar.err != nil:
+		_ = sess.Abort(context.WithoutCancel(ctx), v2proto.AbortApplyFailed, "the source could not apply the agreed set: "+ar.err.Error())
+		return nil, s.failed("apply", ar.err, "")
 	}
-	t1 := time.Now()
-	host := uriHost(ready.MigrationURI)
-	if s.opts.ServerName != "" {
-		host = s.opts.ServerName
+	if host := uriHost(ready.MigrationURI); agreed.TLS && s.opts.ServerName == "" && host != "" && host != tlsHost {
+		// The destination listens under another name than the agent's: QEMU checks that one.
+		if err := qmp.MigrateSetParameters(ctx, s.q.mon, qmp.MigrationParameters{TLSHostname: &host}); err != nil {
+			_ = sess.Abort(context.WithoutCancel(ctx), v2proto.AbortApplyFailed, "the source could not set tls-hostname: "+err.Error())
+			return nil, s.failed("apply", errors.Join(err, applied.restore(context.WithoutCancel(ctx), s.q.mon)), "")
+		}
 	}
-	plan, err := planV2(RoleSource, s.sum.Agreed, TLSSetup{Dir: s.opts.TLSDir, Hostname: host}, hello.Host.Capabilities, s.id)
-	if err != nil {
-		_ = sess.Abort(ctx, v2proto.AbortApplyFailed, err.Error())
-		return nil, s.failed("apply", err, "")
-	}
-	applied, err := applyPlan(ctx, s.q.mon, plan)
-	if err != nil {
-		_ = sess.Abort(context.WithoutCancel(ctx), v2proto.AbortApplyFailed, "the source could not apply the agreed set: "+err.Error())
-		return nil, s.failed("apply", err, "")
-	}
-	guard.noteApplied(applied, s.log)
-	s.sum.Preflight.ApplySource = time.Since(t1)
+	s.sum.Preflight.ApplySource = ar.took
 	if err := sess.SendStart(ctx); err != nil {
 		return nil, s.failed("start", errors.Join(err, applied.restore(context.WithoutCancel(ctx), s.q.mon)), "")
 	}

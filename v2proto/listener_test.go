@@ -217,6 +217,7 @@ func TestEvictionForAnotherHost(t *testing.T) {
 	cfg := testConfig(creds)
 	cfg.MaxConcurrentHandshakes = 3
 	cfg.MaxHandshakesPerHost = 0
+	cfg.HandshakeTimeout = 20 * time.Second // the stalls must outlive the test
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -256,6 +257,14 @@ func TestEvictionForAnotherHost(t *testing.T) {
 	// Now 127.0.0.2 and 127.0.0.3 hold one slot each and the honest client's slot is free:
 	// one more stall from 127.0.0.3 fills the listener. A client from 127.0.0.3 (2 slots)
 	// finds no busier address and is refused as busy.
+	slots := func() int {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return len(l.slots)
+	}
+	for deadline := time.Now().Add(2 * time.Second); slots() != 2 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond) // the honest client's slot is freed once Accept has it
+	}
 	stall(t, addr, "127.0.0.3")
 	time.Sleep(50 * time.Millisecond)
 	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.3")}}

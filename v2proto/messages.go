@@ -189,7 +189,13 @@ type HostFacts struct {
 	Cores        uint32   // 0 = unknown
 	MemoryBytes  uint64   // 0 = unknown
 	Hostname     string
+	// LinkMbps is the speed of the network interface this host uses for the control
+	// connection, in Mbit/s: 0 = unknown, LinkSameHost = the peer is on this host.
+	LinkMbps uint32
 }
+
+// LinkSameHost is HostFacts.LinkMbps for a peer on the same host (loopback): no network at all.
+const LinkSameHost = 0xFFFFFFFF
 
 // Traits defined by protocol version 1 (SPEC §4.0.1).
 const (
@@ -218,6 +224,9 @@ func (h *HostFacts) marshal(b *builder) {
 	b.putU32(7, h.Cores)
 	b.putU64(8, h.MemoryBytes)
 	b.putString(9, h.Hostname)
+	if h.LinkMbps != 0 {
+		b.putU32(10, h.LinkMbps)
+	}
 }
 
 func (h *HostFacts) unmarshal(what string, v []byte) error {
@@ -241,6 +250,8 @@ func (h *HostFacts) unmarshal(what string, v []byte) error {
 			h.MemoryBytes, err = decU64(what+".memory", val)
 		case 9:
 			h.Hostname, err = decString(what+".hostname", val)
+		case 10:
+			h.LinkMbps, err = decU32(what+".link_mbps", val)
 		default:
 			return errUnknownField
 		}

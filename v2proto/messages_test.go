@@ -317,3 +317,27 @@ func TestWireExample(t *testing.T) {
 		t.Fatalf("got % x\nwant % x", got, want)
 	}
 }
+
+// TestHostFactsLink: link_mbps (field 10) round-trips, is left out when unknown (so encodings
+// without it are unchanged), and a decoder that predates it skips it.
+func TestHostFactsLink(t *testing.T) {
+	for _, link := range []uint32{0, 1000, LinkSameHost} {
+		h := host72("src", 2)
+		h.LinkMbps = link
+		var b builder
+		h.marshal(&b)
+		var back HostFacts
+		if err := back.unmarshal("host", b.b); err != nil {
+			t.Fatalf("link %d: %v", link, err)
+		}
+		if back.LinkMbps != link {
+			t.Errorf("link %d: decoded %d", link, back.LinkMbps)
+		}
+		h0 := host72("src", 2)
+		var b0 builder
+		h0.marshal(&b0)
+		if (link == 0) != bytes.Equal(b.b, b0.b) {
+			t.Errorf("link %d: encoding with the field %x, without %x", link, b.b, b0.b)
+		}
+	}
+}

@@ -178,12 +178,102 @@ func Negotiate(h *Hello, o *Offer) (*Agreement, error) {
 	return a, nil
 }
 
+// ZstdMbpsPerCore is how much input zstd at QEMU's default level is assumed to compress per
+// core, in Mbit/s (a conservative figure for level 1 on today's servers; SPEC §6.3).
+const ZstdMbpsPerCore = 2000
+
+// coreBase is the auto channel count when the channels do CPU work: min(source cores,
+// destination cores) over the known counts, clamped to [AutoChannelsMin, AutoChannelsMax].
+func coreBase(src, dst *HostFacts) uint32 {
+	base := uint32(0)
+	switch {
+	case src.Cores > 0 && dst.Cores > 0:
+		base = min(src.Cores, dst.Cores)
+	case src.Cores > 0:
+		base = src.Cores
+	case dst.Cores > 0:
+		base = dst.Cores
+	}
+	return min(max(base, AutoChannelsMin), AutoChannelsMax)
+}
+
+// linkMbps is the link between the two hosts as their facts describe it: LinkSameHost if either
+// side says the peer is on its host, else the slower of the known speeds, 0 if neither is known.
+func linkMbps(src, dst *HostFacts) uint32 {
+	switch {
+	case src.LinkMbps == LinkSameHost || dst.LinkMbps == LinkSameHost:
+		return LinkSameHost
+	case src.LinkMbps == 0:
+		return dst.LinkMbps
+	case dst.LinkMbps == 0:
+		return src.LinkMbps
+	}
+	return min(src.LinkMbps, dst.LinkMbps)
+}
+
 // NegotiateParams applies the parameter rules of SPEC §6.2–§6.8. It never fails: what cannot be
 // had is dropped or clamped, with an Adjustment saying why.
 func NegotiateParams(w Wants, hint Compressibility, tls bool, src, dst *HostFacts, lim Limits) *Agreement {
 	a := &Agreement{TLS: tls, ReturnPath: true, PauseBeforeSwitchover: true}
 	adjust := func(param, asked, agreed string, r Reason, detail string) {
 		a.Adjustments = append(a.Adjustments, Adjustment{Param: param, Asked: asked, Agreed: agreed, Reason: r, Detail: detail})
+	}
+
+	// §6.3 compression (decided first: the auto channel count depends on it; its adjustment
+	// is recorded after the channels').
+	supports := func(h *HostFacts, m string) bool { return m == CompressionNone || slices.Contains(h.Compression, m) }
+	zeroCopyPossible := w.ZeroCopySend && !tls && src.HasCapability(CapZeroCopySend)
+	var compAdj []Adjustment
+	compAdjust := func(param, asked, agreed string, r Reason, detail string) {
+		compAdj = append(compAdj, Adjustment{Param: param, Asked: asked, Agreed: agreed, Reason: r, Detail: detail})
+	}
+	switch m := w.Compression; m {
+	case CompressionNone:
+		a.Compression = CompressionNone
+	case "", CompressionAuto:
+		a.Compression = CompressionNone
+		var why string
+		link, capacity := linkMbps(src, dst), ZstdMbpsPerCore*coreBase(src, dst)
+		switch {
+		case zeroCopyPossible:
+			why = "zero-copy send was requested and needs no compression"
+		case !supports(src, CompressionZstd):
+			why = "the source QEMU does not support zstd"
+		case !supports(dst, CompressionZstd):
+			why = "the destination QEMU does not support zstd"
+		case !hint.Measured:
+			why = "no compressibility measurement from the source"
+		case hint.Percent < CompressibleThreshold:
+			why = fmt.Sprintf("only %d%% of memory compresses well (threshold %d%%)", hint.Percent, CompressibleThreshold)
+		case !tls && link == LinkSameHost:
+			why = fmt.Sprintf("%d%% of memory compresses well, but source and destination are on one host: copying is faster than compressing", hint.Percent)
+		case !tls && link != 0 && link >= capacity:
+			why = fmt.Sprintf("%d%% of memory compresses well, but the %d Mbit/s link is faster than zstd on %d cores (about %d Mbit/s)",
+				hint.Percent, link, coreBase(src, dst), capacity)
+		default:
+			a.Compression = CompressionZstd
+			why = fmt.Sprintf("%d%% of memory compresses well (threshold %d%%) and both QEMUs support zstd", hint.Percent, CompressibleThreshold)
+			switch {
+			case tls:
+				why += "; on a TLS stream fewer bytes also mean less to encrypt"
+			case link != 0:
+				why += fmt.Sprintf("; the %d Mbit/s link is slower than zstd on %d cores (about %d Mbit/s)", link, coreBase(src, dst), capacity)
+			}
+		}
+		compAdjust(ParamCompression, CompressionAuto, a.Compression, ReasonAuto, why)
+	default:
+		switch {
+		case !supports(src, m):
+			a.Compression = CompressionNone
+			compAdjust(ParamCompression, m, CompressionNone, ReasonUnsupportedSource,
+				fmt.Sprintf("source QEMU supports %v; falling back to none", src.Compression))
+		case !supports(dst, m):
+			a.Compression = CompressionNone
+			compAdjust(ParamCompression, m, CompressionNone, ReasonUnsupportedDestination,
+				fmt.Sprintf("destination QEMU supports %v; falling back to none", dst.Compression))
+		default:
+			a.Compression = m
+		}
 	}
 
 	// §6.2 channels.
@@ -193,19 +283,15 @@ func NegotiateParams(w Wants, hint Compressibility, tls bool, src, dst *HostFact
 	asked := strconv.FormatUint(uint64(w.Channels), 10)
 	if w.Channels == 0 {
 		asked = "auto"
-		base := uint32(0)
-		switch {
-		case src.Cores > 0 && dst.Cores > 0:
-			base = min(src.Cores, dst.Cores)
-		case src.Cores > 0:
-			base = src.Cores
-		case dst.Cores > 0:
-			base = dst.Cores
-		}
-		ch = min(max(base, AutoChannelsMin), AutoChannelsMax)
 		chReason = ReasonAuto
-		chDetail = append(chDetail, fmt.Sprintf("min(source cores %s, destination cores %s) clamped to [%d,%d] = %d",
-			cores(src.Cores), cores(dst.Cores), AutoChannelsMin, AutoChannelsMax, ch))
+		if !tls && a.Compression == CompressionNone {
+			ch = AutoChannelsMax
+			chDetail = append(chDetail, fmt.Sprintf("plaintext without compression: the channels only copy, and %d TCP streams move more than fewer", ch))
+		} else {
+			ch = coreBase(src, dst)
+			chDetail = append(chDetail, fmt.Sprintf("min(source cores %s, destination cores %s) clamped to [%d,%d] = %d",
+				cores(src.Cores), cores(dst.Cores), AutoChannelsMin, AutoChannelsMax, ch))
+		}
 		if lim.MaxChannels > 0 && ch > lim.MaxChannels {
 			ch, chReason = lim.MaxChannels, ReasonDestinationLimit
 			chDetail = append(chDetail, fmt.Sprintf("destination allows at most %d", lim.MaxChannels))
@@ -236,45 +322,7 @@ func NegotiateParams(w Wants, hint Compressibility, tls bool, src, dst *HostFact
 		adjust(ParamChannels, asked, strconv.FormatUint(uint64(ch), 10), chReason, strings.Join(chDetail, "; "))
 	}
 
-	// §6.3 compression.
-	supports := func(h *HostFacts, m string) bool { return m == CompressionNone || slices.Contains(h.Compression, m) }
-	zeroCopyPossible := w.ZeroCopySend && !tls && src.HasCapability(CapZeroCopySend)
-	switch m := w.Compression; m {
-	case CompressionNone:
-		a.Compression = CompressionNone
-	case "", CompressionAuto:
-		a.Compression = CompressionNone
-		var why string
-		switch {
-		case zeroCopyPossible:
-			why = "zero-copy send was requested and needs no compression"
-		case !supports(src, CompressionZstd):
-			why = "the source QEMU does not support zstd"
-		case !supports(dst, CompressionZstd):
-			why = "the destination QEMU does not support zstd"
-		case !hint.Measured:
-			why = "no compressibility measurement from the source"
-		case hint.Percent < CompressibleThreshold:
-			why = fmt.Sprintf("only %d%% of memory compresses well (threshold %d%%)", hint.Percent, CompressibleThreshold)
-		default:
-			a.Compression = CompressionZstd
-			why = fmt.Sprintf("%d%% of memory compresses well (threshold %d%%) and both QEMUs support zstd", hint.Percent, CompressibleThreshold)
-		}
-		adjust(ParamCompression, CompressionAuto, a.Compression, ReasonAuto, why)
-	default:
-		switch {
-		case !supports(src, m):
-			a.Compression = CompressionNone
-			adjust(ParamCompression, m, CompressionNone, ReasonUnsupportedSource,
-				fmt.Sprintf("source QEMU supports %v; falling back to none", src.Compression))
-		case !supports(dst, m):
-			a.Compression = CompressionNone
-			adjust(ParamCompression, m, CompressionNone, ReasonUnsupportedDestination,
-				fmt.Sprintf("destination QEMU supports %v; falling back to none", dst.Compression))
-		default:
-			a.Compression = m
-		}
-	}
+	a.Adjustments = append(a.Adjustments, compAdj...)
 	lvl := w.CompressionLevel
 	switch a.Compression {
 	case CompressionNone:

@@ -164,31 +164,51 @@ func TestNegotiateParams(t *testing.T) {
 				w.Channels, s.Cores, d.Cores = 1000, 0, 0
 			},
 			check: func(a *Agreement) bool { return a.Channels == 255 }, param: ParamChannels, reason: ReasonQEMULimit},
-		{name: "channels auto: min cores",
-			edit: func(w *Wants, _ *Compressibility, _ *bool, s, d *HostFacts, _ *Limits) {
+		{name: "channels auto, TLS: min cores",
+			edit: func(w *Wants, _ *Compressibility, tls *bool, s, d *HostFacts, _ *Limits) {
+				*tls = true
 				w.Channels, s.Cores, d.Cores = 0, 6, 4
 			},
 			check: func(a *Agreement) bool { return a.Channels == 4 }, param: ParamChannels, reason: ReasonAuto},
-		{name: "channels auto: at least 2",
-			edit: func(w *Wants, _ *Compressibility, _ *bool, s, d *HostFacts, _ *Limits) {
+		{name: "channels auto, TLS: at least 2",
+			edit: func(w *Wants, _ *Compressibility, tls *bool, s, d *HostFacts, _ *Limits) {
+				*tls = true
 				w.Channels, s.Cores, d.Cores = 0, 1, 1
 			},
 			check: func(a *Agreement) bool { return a.Channels == 2 }, param: ParamChannels, reason: ReasonAuto},
-		{name: "channels auto: at most 8",
-			edit: func(w *Wants, _ *Compressibility, _ *bool, s, d *HostFacts, _ *Limits) {
+		{name: "channels auto, TLS: at most 8",
+			edit: func(w *Wants, _ *Compressibility, tls *bool, s, d *HostFacts, _ *Limits) {
+				*tls = true
 				w.Channels, s.Cores, d.Cores = 0, 64, 32
 			},
 			check: func(a *Agreement) bool { return a.Channels == 8 }, param: ParamChannels, reason: ReasonAuto},
-		{name: "channels auto: one side's cores unknown",
-			edit: func(w *Wants, _ *Compressibility, _ *bool, s, d *HostFacts, _ *Limits) {
+		{name: "channels auto, TLS: one side's cores unknown",
+			edit: func(w *Wants, _ *Compressibility, tls *bool, s, d *HostFacts, _ *Limits) {
+				*tls = true
 				w.Channels, s.Cores, d.Cores = 0, 0, 6
 			},
 			check: func(a *Agreement) bool { return a.Channels == 6 }, param: ParamChannels, reason: ReasonAuto},
-		{name: "channels auto: no cores known",
-			edit: func(w *Wants, _ *Compressibility, _ *bool, s, d *HostFacts, _ *Limits) {
+		{name: "channels auto, TLS: no cores known",
+			edit: func(w *Wants, _ *Compressibility, tls *bool, s, d *HostFacts, _ *Limits) {
+				*tls = true
 				w.Channels, s.Cores, d.Cores = 0, 0, 0
 			},
 			check: func(a *Agreement) bool { return a.Channels == 2 }, param: ParamChannels, reason: ReasonAuto},
+		{name: "channels auto, plaintext without compression: 8 whatever the cores",
+			edit: func(w *Wants, _ *Compressibility, _ *bool, s, d *HostFacts, _ *Limits) {
+				w.Channels, s.Cores, d.Cores = 0, 2, 2
+			},
+			check: func(a *Agreement) bool { return a.Channels == 8 && a.Compression == "none" }, param: ParamChannels, reason: ReasonAuto},
+		{name: "channels auto, plaintext with zstd: min cores",
+			edit: func(w *Wants, h *Compressibility, _ *bool, s, d *HostFacts, _ *Limits) {
+				w.Channels, s.Cores, d.Cores, w.Compression = 0, 2, 3, "zstd"
+			},
+			check: func(a *Agreement) bool { return a.Channels == 2 && a.Compression == "zstd" }, param: ParamChannels, reason: ReasonAuto},
+		{name: "channels auto, plaintext without compression: the destination's limit still holds",
+			edit: func(w *Wants, _ *Compressibility, _ *bool, _, _ *HostFacts, l *Limits) {
+				w.Channels, l.MaxChannels = 0, 4
+			},
+			check: func(a *Agreement) bool { return a.Channels == 4 }, param: ParamChannels, reason: ReasonDestinationLimit},
 		{name: "channels auto: destination limit below 2 still gives 1",
 			edit: func(w *Wants, _ *Compressibility, _ *bool, _, _ *HostFacts, l *Limits) {
 				w.Channels, l.MaxChannels = 0, 1
@@ -221,6 +241,31 @@ func TestNegotiateParams(t *testing.T) {
 		{name: "compression auto (empty), at the threshold: zstd",
 			edit: func(w *Wants, h *Compressibility, _ *bool, _, _ *HostFacts, _ *Limits) {
 				w.Compression, *h = "", Compressibility{Measured: true, Percent: CompressibleThreshold}
+			},
+			check: func(a *Agreement) bool { return a.Compression == "zstd" }, param: ParamCompression, reason: ReasonAuto},
+		{name: "compression auto, compressible, same host: none",
+			edit: func(w *Wants, h *Compressibility, _ *bool, s, d *HostFacts, _ *Limits) {
+				w.Channels, w.Compression, *h, s.LinkMbps, d.LinkMbps = 0, "auto", Compressibility{Measured: true, Percent: 90}, LinkSameHost, 0
+			},
+			check: func(a *Agreement) bool { return a.Compression == "none" && a.Channels == 8 }, param: ParamCompression, reason: ReasonAuto},
+		{name: "compression auto, compressible, link faster than zstd on the cores: none",
+			edit: func(w *Wants, h *Compressibility, _ *bool, s, d *HostFacts, _ *Limits) {
+				w.Compression, *h, s.Cores, d.Cores, s.LinkMbps, d.LinkMbps = "auto", Compressibility{Measured: true, Percent: 90}, 2, 2, 10000, 25000
+			},
+			check: func(a *Agreement) bool { return a.Compression == "none" }, param: ParamCompression, reason: ReasonAuto},
+		{name: "compression auto, compressible, slow link: zstd",
+			edit: func(w *Wants, h *Compressibility, _ *bool, s, d *HostFacts, _ *Limits) {
+				w.Channels, w.Compression, *h, s.Cores, d.Cores, s.LinkMbps, d.LinkMbps = 0, "auto", Compressibility{Measured: true, Percent: 90}, 2, 2, 10000, 1000
+			},
+			check: func(a *Agreement) bool { return a.Compression == "zstd" && a.Channels == 2 }, param: ParamCompression, reason: ReasonAuto},
+		{name: "compression auto, compressible, many cores outrun the link: zstd",
+			edit: func(w *Wants, h *Compressibility, _ *bool, s, d *HostFacts, _ *Limits) {
+				w.Channels, w.Compression, *h, s.Cores, d.Cores, s.LinkMbps, d.LinkMbps = 0, "auto", Compressibility{Measured: true, Percent: 90}, 16, 16, 10000, 10000
+			},
+			check: func(a *Agreement) bool { return a.Compression == "zstd" && a.Channels == 8 }, param: ParamCompression, reason: ReasonAuto},
+		{name: "compression auto, compressible, TLS on one host: zstd",
+			edit: func(w *Wants, h *Compressibility, tls *bool, s, _ *HostFacts, _ *Limits) {
+				w.Compression, *h, *tls, s.LinkMbps = "auto", Compressibility{Measured: true, Percent: 90}, true, LinkSameHost
 			},
 			check: func(a *Agreement) bool { return a.Compression == "zstd" }, param: ParamCompression, reason: ReasonAuto},
 		{name: "compression auto, not compressible: none",

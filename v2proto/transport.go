@@ -107,6 +107,10 @@ func (c *Conn) TLS() bool { return c.tls }
 // PeerAddr returns the peer's network address.
 func (c *Conn) PeerAddr() string { return c.peer }
 
+// LocalAddr and RemoteAddr are the TCP connection's addresses.
+func (c *Conn) LocalAddr() net.Addr  { return c.raw.LocalAddr() }
+func (c *Conn) RemoteAddr() net.Addr { return c.raw.RemoteAddr() }
+
 // PeerDN returns the subject DN of the peer's verified certificate ("" in plaintext).
 func (c *Conn) PeerDN() string { return c.peerDN }
 

@@ -63,11 +63,13 @@ func setupLogging(g *globalFlags) error {
 	}
 	logrus.SetLevel(lvl)
 	logrus.SetOutput(os.Stderr)
+	// Milliseconds, as libvirt's and QEMU's logs: a migration's stages are milliseconds apart.
+	const stamp = "2006-01-02T15:04:05.000Z07:00"
 	switch g.logFormat {
 	case "text":
-		logrus.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
+		logrus.SetFormatter(&logrus.TextFormatter{FullTimestamp: true, TimestampFormat: stamp})
 	case "json":
-		logrus.SetFormatter(&logrus.JSONFormatter{})
+		logrus.SetFormatter(&logrus.JSONFormatter{TimestampFormat: stamp})
 	default:
 		return usageErrorf("--log-format must be text or json, not %q", g.logFormat)
 	}

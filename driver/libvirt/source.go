@@ -119,6 +119,7 @@ func (s *Source) Migrate(ctx context.Context, o MigrateOptions) (*driver.Summary
 		return nil, err
 	}
 	defer sess.Close()
+	hello.Host.LinkMbps = driver.LinkMbps(sess.Conn().LocalAddr(), sess.Conn().RemoteAddr())
 	agreed, err := sess.Handshake(ctx, hello)
 	if err != nil {
 		return nil, err
@@ -544,6 +545,7 @@ func (s *Source) Check(ctx context.Context, o MigrateOptions) (*driver.CheckRepo
 		return nil, err
 	}
 	defer sess.Close()
+	hello.Host.LinkMbps = driver.LinkMbps(sess.Conn().LocalAddr(), sess.Conn().RemoteAddr())
 	if err := sess.SendHello(ctx, hello); err != nil {
 		return nil, err
 	}

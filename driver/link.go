@@ -1,0 +1,74 @@
+package driver
+
+// The link between the hosts, as a host fact (SPEC §4.0 link_mbps): auto compression only pays
+// when the network is slower than zstd on the cores (SPEC §6.3).
+
+import (
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/mig2/mig2/v2proto"
+)
+
+// sysClassNet is where Linux reports each interface's speed (tests point it elsewhere).
+var sysClassNet = "/sys/class/net"
+
+// LinkMbps is this host's side of the link the control connection runs over: LinkSameHost when
+// the peer's address is one of this host's (or loopback), else the speed of the interface that
+// holds the local address in Mbit/s, 0 when unknown (a virtual interface, an error).
+func LinkMbps(local, remote net.Addr) uint32 {
+	lip, rip := tcpIP(local), tcpIP(remote)
+	if lip == nil || rip == nil {
+		return 0
+	}
+	if rip.IsLoopback() || lip.Equal(rip) {
+		return v2proto.LinkSameHost
+	}
+	ifaces, err := net.Interfaces()
+	if err != nil {
+		return 0
+	}
+	speed := uint32(0)
+	for _, ifc := range ifaces {
+		addrs, err := ifc.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			ipn, ok := a.(*net.IPNet)
+			if !ok {
+				continue
+			}
+			if ipn.IP.Equal(rip) {
+				return v2proto.LinkSameHost // the peer is this host, reached on one of its own addresses
+			}
+			if ipn.IP.Equal(lip) {
+				speed = interfaceMbps(ifc.Name)
+			}
+		}
+	}
+	return speed
+}
+
+// interfaceMbps reads /sys/class/net/NAME/speed: a positive number of Mbit/s, else 0.
+func interfaceMbps(name string) uint32 {
+	b, err := os.ReadFile(filepath.Join(sysClassNet, name, "speed"))
+	if err != nil {
+		return 0
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil || n <= 0 || n >= v2proto.LinkSameHost {
+		return 0
+	}
+	return uint32(n)
+}
+
+func tcpIP(a net.Addr) net.IP {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.IP
+	}
+	return nil
+}
