@@ -17,6 +17,7 @@ deps:
 
 build: deps
 	$(GO) build -o $(BIN) ./cmd/mig2
+	CGO_ENABLED=0 $(GO) build -o $(dir $(BIN))mig2-guard ./cmd/mig2-guard
 
 include mk/guest.mk
 
@@ -65,7 +66,7 @@ fuzz: deps
 clean:
 	rm -rf bin
 
-## install: bin/mig2 to $(DESTDIR)$(PREFIX)/bin and the agent's systemd unit to
+## install: bin/mig2 and bin/mig2-guard (its source guard) to $(DESTDIR)$(PREFIX)/bin and the agent's systemd unit to
 ## $(DESTDIR)$(UNITDIR) (default $(PREFIX)/lib/systemd/system: systemd searches
 ## /usr/local/lib/systemd/system, and PREFIX=/usr gives /usr/lib/systemd/system, a distribution
 ## package's place). The unit's ExecStart is rewritten to $(PREFIX)/bin/mig2. Then, as root:
@@ -79,6 +80,7 @@ UNIT    := packaging/mig2-agent.service
 install: build
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(UNITDIR)
 	install -m 755 $(BIN) $(DESTDIR)$(PREFIX)/bin/mig2
+	install -m 755 $(dir $(BIN))mig2-guard $(DESTDIR)$(PREFIX)/bin/mig2-guard
 	sed 's|/usr/local/bin/mig2|$(PREFIX)/bin/mig2|g' $(UNIT) > $(DESTDIR)$(UNITDIR)/mig2-agent.service.tmp
 	chmod 644 $(DESTDIR)$(UNITDIR)/mig2-agent.service.tmp
 	mv $(DESTDIR)$(UNITDIR)/mig2-agent.service.tmp $(DESTDIR)$(UNITDIR)/mig2-agent.service

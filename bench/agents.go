@@ -64,7 +64,7 @@ func (b *bench) startAgent(ctx context.Context, sec string, side int) (*agent, e
 		return nil, fmt.Errorf("bench: %w", err)
 	}
 	defer logFile.Close() // the agent keeps its own descriptor
-	args := []string{"agent", "--listen", addr, "--guest", guestName + "=" + b.qmpPath(side) + ",log=" + b.qemuLog(side)}
+	args := []string{"--log-level", envOr("BENCH_AGENT_LOG_LEVEL", "info"), "agent", "--listen", addr, "--guest", guestName + "=" + b.qmpPath(side) + ",log=" + b.qemuLog(side)}
 	if sec == secTLS {
 		args = append(args, "--tls-dir", b.pki)
 	} else {

@@ -237,6 +237,7 @@ func sourceCancelledBeforeStart(err error) bool {
 // run is one incoming migration from Hello to Result.
 func (in *incoming) run(ctx context.Context, hello *v2proto.Hello) error {
 	d := in.d
+	t0 := time.Now()
 	mon, err := qmp.Dial(ctx, in.g.QMP, qmp.WithLogger(in.log))
 	if err != nil {
 		msg := fmt.Sprintf("cannot reach the QMP socket of guest %q here: %v", in.g.Name, err)
@@ -245,6 +246,7 @@ func (in *incoming) run(ctx context.Context, hello *v2proto.Hello) error {
 	}
 	in.mon = mon
 	defer mon.Close()
+	tConn := time.Now()
 	// The checks and the probe go out together (QMP pipelines them).
 	var (
 		facts    v2proto.HostFacts
@@ -274,10 +276,12 @@ func (in *incoming) run(ctx context.Context, hello *v2proto.Hello) error {
 	if err := d.SendOffer(ctx, offer); err != nil {
 		return err
 	}
+	tOffer := time.Now()
 	agreed, err := d.ReadAgree(ctx)
 	if err != nil {
 		return err
 	}
+	tAgree := time.Now()
 	in.log.WithField("stage", "agreed").Infof("driver: agreed %s", agreed)
 	in.findStderr()
 
@@ -290,6 +294,7 @@ func (in *incoming) run(ctx context.Context, hello *v2proto.Hello) error {
 		_ = d.Abort(ctx, v2proto.AbortApplyFailed, "the destination could not apply the agreed set: "+err.Error())
 		return err
 	}
+	tApplied := time.Now()
 	uri, err := in.listen(ctx)
 	if err != nil {
 		_ = d.Abort(ctx, v2proto.AbortApplyFailed, "the destination could not start its incoming migration: "+err.Error())
@@ -298,6 +303,8 @@ func (in *incoming) run(ctx context.Context, hello *v2proto.Hello) error {
 	if err := d.SendReady(ctx, uri); err != nil {
 		return in.cleanup(false, err)
 	}
+	in.log.WithField("stage", "ready").Debugf("driver: prepared: Hello to Offer %s (of which QMP connect %s), Agree to Ready %s (of which apply %s)",
+		tOffer.Sub(t0).Round(time.Microsecond), tConn.Sub(t0).Round(time.Microsecond), time.Since(tAgree).Round(time.Microsecond), tApplied.Sub(tAgree).Round(time.Microsecond))
 	if err := d.ReadStart(ctx); err != nil {
 		return in.cleanup(false, err)
 	}

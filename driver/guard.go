@@ -307,7 +307,7 @@ func recoverSource(ctx context.Context, ex qmp.Executor, a *applied, cfg GuardCo
 		rep.Action = "no migration had started"
 	case qmp.MigrationSetup, qmp.MigrationActive, qmp.MigrationPreSwitchover, qmp.MigrationWaitUnplug, qmp.MigrationCancelling:
 		rep.Action = fmt.Sprintf("the migration was %s: cancelled it", info.Status)
-		if info, err = cancelAndWait(ctx, ex, cfg.SettleTimeout); err != nil {
+		if info, err = cancelAndWait(ctx, ex, cfg.SettleTimeout, log); err != nil {
 			rep.Final = info.Status
 			return rep, err
 		}

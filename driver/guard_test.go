@@ -29,6 +29,8 @@ type fakeSource struct {
 	wasRunning bool
 	deviceLeft int                 // query-migrates left before device ends
 	deviceEnd  qmp.MigrationStatus // what device ends in
+	stuck      bool                // the network is dead: a cancel stays "cancelling" until yank
+	noYank     bool                // a QEMU without the yank command
 	calls      []string
 }
 
@@ -59,9 +61,19 @@ func (f *fakeSource) Execute(ctx context.Context, cmd string, args, result any) 
 		switch f.status {
 		case qmp.MigrationSetup, qmp.MigrationActive, qmp.MigrationPreSwitchover:
 			f.status = qmp.MigrationCancelled
+			if f.stuck {
+				f.status = qmp.MigrationCancelling
+			}
 			if f.wasRunning {
 				f.run = qmp.RunStateRunning
 			}
+		}
+	case "yank":
+		if f.noYank {
+			return errors.New("fake: The command yank has not been found")
+		}
+		if f.status == qmp.MigrationCancelling {
+			f.status = qmp.MigrationCancelled
 		}
 	case "query-status":
 		reply = map[string]any{"status": f.run, "running": f.run == qmp.RunStateRunning}
@@ -274,5 +286,36 @@ func TestStallErrorNamesTheNetwork(t *testing.T) {
 	short := &StallError{Status: qmp.MigrationActive, For: 3 * time.Second, PeerSilent: 4 * time.Second}
 	if strings.Contains(short.Error(), "network") {
 		t.Errorf("silence within the agent's Progress period: %s", short)
+	}
+}
+
+// TestCancelAndWaitYanks: a cancel stuck on a dead network ("cancelling") is ended by yanking
+// the migration's connections after yankAfter; a QEMU without yank is waited for until the
+// limit.
+func TestCancelAndWaitYanks(t *testing.T) {
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	f := &fakeSource{status: qmp.MigrationActive, run: qmp.RunStateRunning, wasRunning: true, stuck: true}
+	start := time.Now()
+	info, err := cancelAndWait(context.Background(), f, 10*time.Second, log)
+	if err != nil || info.Status != qmp.MigrationCancelled {
+		t.Fatalf("stuck cancel: %s, %v; want cancelled", info.Status, err)
+	}
+	if el := time.Since(start); el < yankAfter || el > yankAfter+2*time.Second {
+		t.Errorf("stuck cancel ended after %s, want about %s", el, yankAfter)
+	}
+	if !slices.Contains(f.calls, "yank") {
+		t.Errorf("calls %v: no yank", f.calls)
+	}
+
+	f = &fakeSource{status: qmp.MigrationActive, stuck: true, noYank: true}
+	info, err = cancelAndWait(context.Background(), f, 1500*time.Millisecond, log)
+	if err == nil || info.Status != qmp.MigrationCancelling {
+		t.Fatalf("without yank: %s, %v; want still cancelling and an error at the limit", info.Status, err)
+	}
+
+	f = &fakeSource{status: qmp.MigrationActive}
+	if _, err := cancelAndWait(context.Background(), f, 10*time.Second, log); err != nil || slices.Contains(f.calls, "yank") {
+		t.Errorf("a cancel that finishes at once: %v, calls %v (no yank wanted)", err, f.calls)
 	}
 }

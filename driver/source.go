@@ -203,6 +203,9 @@ func (s *source) hello(ctx context.Context) (*v2proto.Hello, error) {
 		s.log.WithError(p.compErr).Debug("driver: compressibility not measured")
 	}
 	s.sum.Preflight.Facts, s.sum.Preflight.DeviceTree, s.sum.Preflight.Sample = p.tFacts, p.tTree, p.tSample
+	if qemuAtLeast(p.facts.QEMUVersion, 6, 0) { // QMP yank came with QEMU 6.0: cancelAndWait uses it
+		p.facts.Traits = append(p.facts.Traits, v2proto.TraitCancelYank)
+	}
 	h := &v2proto.Hello{
 		MigrationID: s.id, Guest: s.q.Name, Wants: s.opts.Wants.proto(), Host: p.facts,
 		TLS: !s.opts.Insecure, DeviceTree: p.tree, Compressibility: p.comp,
@@ -592,7 +595,7 @@ func (s *source) rollback(ctx context.Context, sess *v2proto.Source, cause error
 		// A cancel takes milliseconds, unless QEMU's sending threads are blocked on a dead
 		// network: QEMU 7.2 then stays "cancelling" until the connection fails or recovers.
 		// The guest runs meanwhile (precopy never paused it), so waiting longer gains nothing.
-		if _, err := cancelAndWait(bg, s.q.mon, cancelLimit); err != nil {
+		if _, err := cancelAndWait(bg, s.q.mon, cancelLimit, s.log); err != nil {
 			s.log.WithError(err).Error("driver: cancelling the source migration")
 			stuck = true
 		}

@@ -119,7 +119,7 @@ func (q *QEMU) MigrateV1(ctx context.Context, o V1Options) (*Summary, error) {
 	if werr != nil {
 		bg := context.WithoutCancel(ctx)
 		if mi, err := qmp.QueryMigrate(bg, q.mon); err == nil && !mi.Status.Terminal() && mi.Status != qmp.MigrationNone {
-			_, _ = cancelAndWait(bg, q.mon, 30*time.Second)
+			_, _ = cancelAndWait(bg, q.mon, 30*time.Second, s.log)
 		}
 		_ = srcApplied.restore(bg, q.mon)
 		if ctx.Err() != nil {

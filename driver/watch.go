@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/sirupsen/logrus"
+
 	"github.com/mig2/mig2/qmp"
 )
 
@@ -173,12 +175,19 @@ func watchSource(ctx context.Context, mon qmp.Monitor, cfg watchConfig) (qmp.Mig
 }
 
 // cancelAndWait cancels the source QEMU's migration and waits until QEMU says it is over.
-func cancelAndWait(ctx context.Context, mon qmp.Executor, limit time.Duration) (qmp.MigrationInfo, error) {
+//
+// A cancel that has not finished after yankAfter is stuck: QEMU 7.2's sending threads block on
+// a dead network, the migration stays "cancelling" until the connection fails or comes back —
+// and with more than two multifd channels the source QEMU then aborts (yank.c assertion; the
+// guest is lost; docs/FAULTS.md). Yanking the migration's connections (QMP yank, QEMU 6.0+)
+// ends the cancel at once and cleanly, so it is done then. A QEMU without yank is waited for.
+func cancelAndWait(ctx context.Context, mon qmp.Executor, limit time.Duration, log logrus.FieldLogger) (qmp.MigrationInfo, error) {
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	if err := qmp.MigrateCancel(ctx, mon); err != nil {
 		return qmp.MigrationInfo{}, fmt.Errorf("driver: migrate_cancel: %w", err)
 	}
+	yankAt := time.Now().Add(yankAfter)
 	for {
 		info, err := qmp.QueryMigrate(ctx, mon)
 		if err != nil {
@@ -188,6 +197,14 @@ func cancelAndWait(ctx context.Context, mon qmp.Executor, limit time.Duration) (
 		case qmp.MigrationCancelled, qmp.MigrationFailed, qmp.MigrationCompleted, qmp.MigrationNone:
 			return info, nil
 		}
+		if !yankAt.IsZero() && time.Now().After(yankAt) {
+			yankAt = time.Time{}
+			if err := qmp.YankMigration(ctx, mon); err != nil {
+				log.WithError(err).Warnf("driver: the cancel is still %s after %s and QEMU cannot yank the migration's connections: waiting", info.Status, yankAfter)
+			} else {
+				log.Warnf("driver: the cancel was still %s after %s (the network is probably down): yanked the migration's connections", info.Status, yankAfter)
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return info, fmt.Errorf("driver: the migration is still %s %s after migrate_cancel: %w", info.Status, limit, ctx.Err())
@@ -195,6 +212,19 @@ func cancelAndWait(ctx context.Context, mon qmp.Executor, limit time.Duration) (
 		}
 	}
 }
+
+// qemuAtLeast reports whether a HostFacts QEMU version ("7.2.0") is at least major.minor.
+func qemuAtLeast(version string, major, minor int) bool {
+	var ma, mi int
+	if _, err := fmt.Sscanf(version, "%d.%d", &ma, &mi); err != nil {
+		return false
+	}
+	return ma > major || ma == major && mi >= minor
+}
+
+// yankAfter is how long a cancel may take before its connections are yanked: a cancel on a
+// live network takes milliseconds.
+const yankAfter = time.Second
 
 // ensureRunning resumes a guest that a failed or cancelled migration left paused. It is the
 // last line of "nothing is lost": the source guest keeps running whatever happened.

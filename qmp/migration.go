@@ -169,6 +169,12 @@ func MigrateCancel(ctx context.Context, ex Executor) error {
 	return ex.Execute(ctx, "migrate_cancel", nil, nil)
 }
 
+// YankMigration runs yank on the migration instance: QEMU shuts the migration's connections
+// down, so that threads blocked on a dead network return and a cancel can finish.
+func YankMigration(ctx context.Context, ex Executor) error {
+	return ex.Execute(ctx, "yank", map[string]any{"instances": []map[string]string{{"type": "migration"}}}, nil)
+}
+
 // MigrateContinue runs migrate-continue: a migration paused in state (with
 // pause-before-switchover: MigrationPreSwitchover) goes on.
 func MigrateContinue(ctx context.Context, ex Executor, state MigrationStatus) error {

@@ -200,6 +200,10 @@ const LinkSameHost = 0xFFFFFFFF
 // Traits defined by protocol version 1 (SPEC §4.0.1).
 const (
 	TraitMultifdPostcopy = "multifd-postcopy"
+	// TraitCancelYank: this source's mig2 ends a cancel stuck on a dead network with QMP yank.
+	// QEMU 7.2 stays "cancelling" until the connection comes back and then, with more than two
+	// multifd channels, aborts the source; so only such a source gets more channels (SPEC §6.2).
+	TraitCancelYank = "cancel-yank"
 )
 
 // HasCapability reports whether the host's QEMU has migration capability name.
