@@ -141,7 +141,7 @@ type source struct {
 // guest runs (SPEC §4, DESIGN "Nothing is lost").
 func (q *QEMU) Migrate(ctx context.Context, opts MigrateOptions) (*Summary, error) {
 	opts.defaults()
-	s := &source{q: q, opts: opts, id: NewMigrationID(), start: time.Now()}
+	s := &source{q: q, opts: opts, id: NewMigrationID(), start: commandStart()}
 	s.log = opts.Log.WithFields(logrus.Fields{"migration_id": s.id, "domain": q.Name, "peer": opts.Dest})
 	s.sum = Summary{MigrationID: s.id, Guest: q.Name, Protocol: "v2", Peer: opts.Dest}
 	return s.run(ctx)
@@ -151,7 +151,7 @@ func (q *QEMU) Migrate(ctx context.Context, opts MigrateOptions) (*Summary, erro
 func (q *QEMU) Check(ctx context.Context, opts MigrateOptions) (*CheckReport, error) {
 	opts.defaults()
 	opts.CheckOnly = true
-	s := &source{q: q, opts: opts, id: NewMigrationID(), start: time.Now()}
+	s := &source{q: q, opts: opts, id: NewMigrationID(), start: commandStart()}
 	s.log = opts.Log.WithFields(logrus.Fields{"migration_id": s.id, "domain": q.Name, "peer": opts.Dest})
 	hello, err := s.hello(ctx)
 	if err != nil {
@@ -360,7 +360,7 @@ func (s *source) run(ctx context.Context) (*Summary, error) {
 	if err := sess.SendStart(ctx); err != nil {
 		return nil, s.failed("start", errors.Join(err, applied.restore(context.WithoutCancel(ctx), s.q.mon)), "")
 	}
-	s.sum.Preflight.Total = time.Since(processStart)
+	s.sum.Preflight.Total = time.Since(s.start)
 	if err := qmp.Migrate(ctx, s.q.mon, ready.MigrationURI); err != nil {
 		_ = sess.Abort(context.WithoutCancel(ctx), v2proto.AbortSourceFailed, "the source QEMU refused migrate: "+err.Error())
 		return nil, s.failed("migrate", errors.Join(err, applied.restore(context.WithoutCancel(ctx), s.q.mon)), "")

@@ -1,6 +1,10 @@
 package driver
 
-import "time"
+import (
+	"fmt"
+	"os"
+	"time"
+)
 
 // Adjustment is one agreed value that differs from what the source asked for, with the reason
 // (v2proto SPEC §6.8, §6.9).
@@ -27,8 +31,41 @@ type Preflight struct {
 	ApplySource time.Duration `json:"apply_source_ns"` // configuring the source QEMU
 }
 
-// processStart approximates the command's start (package initialisation runs right after it).
-var processStart = time.Now()
+// processStart approximates the command's start: package initialisation runs on the process's
+// first thread, after the dynamic loader (for mig2, libvirt's ~60 libraries: tens of
+// milliseconds), so the time that thread has spent on a CPU and waiting for one since the
+// process began (/proc/thread-self/schedstat) is taken off the clock's reading.
+var processStart = time.Now().Add(-sinceThreadStart("/proc/thread-self/schedstat"))
+
+// commandStart is when the command began, for its summary's clock: processStart in a process
+// that began moments ago (mig2 migrate), else now (a long-running program using the driver).
+func commandStart() time.Time {
+	if time.Since(processStart) < 5*time.Second {
+		return processStart
+	}
+	return time.Now()
+}
+
+// sinceThreadStart reads a schedstat file (run and wait time of the thread, in ns): 0 when it
+// cannot be read or makes no sense (more than 10 s).
+func sinceThreadStart(path string) time.Duration {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	return parseSchedstat(string(b))
+}
+
+func parseSchedstat(s string) time.Duration {
+	var run, wait int64
+	if _, err := fmt.Sscanf(s, "%d %d", &run, &wait); err != nil || run < 0 || wait < 0 {
+		return 0
+	}
+	if d := time.Duration(run + wait); d <= 10*time.Second {
+		return d
+	}
+	return 0
+}
 
 // Summary is what a finished migration reports.
 type Summary struct {

@@ -46,7 +46,7 @@ func (q *QEMU) MigrateV1(ctx context.Context, o V1Options) (*Summary, error) {
 	if o.ConfirmTimeout <= 0 {
 		o.ConfirmTimeout = 60 * time.Second
 	}
-	s := &source{q: q, id: NewMigrationID(), start: time.Now()}
+	s := &source{q: q, id: NewMigrationID(), start: commandStart()}
 	s.log = o.Log.WithFields(logrus.Fields{"migration_id": s.id, "domain": q.Name, "peer": o.URI})
 	s.sum = Summary{MigrationID: s.id, Guest: q.Name, Protocol: "v1", Peer: o.URI}
 	st, err := qmp.QueryStatus(ctx, q.mon)
