@@ -192,15 +192,17 @@ func readme(res *Results) string {
 	w("All times are wall-clock; the machine is shared and small, so expect noise.\n\n")
 
 	w("## Verdict\n\n")
-	w("For each case: is mig2 (TLS) within %.1f× of the best hand-tuned TLS median, is mig2 `--insecure` within %.1f× of the best hand-tuned plaintext median, and did mig2 converge in every run wherever any contender converged?\n\n", judgeFactor, judgeFactor)
-	w("| case | mig2 TLS / tuned TLS | mig2 --insecure / tuned plaintext | mig2 always converged where others did | verdict | notes |\n|---|---|---|---|---|---|\n")
+	w("For each case: is mig2's moving time (first RAM byte to the guest running on the destination) with TLS within %.1f× of the best hand-tuned TLS median, and with `--insecure` within %.1f× of the best hand-tuned plaintext median (the ratio of the totals, pre-flight included, in brackets); did mig2 converge in every run wherever any contender converged; and is its median pre-flight, from the command's start to the first RAM byte, within %s, of which the v2 protocol itself within %s?\n\n",
+		judgeFactor, judgeFactor, preflightBudget, protocolBudget)
+	w("| case | mig2 TLS / tuned TLS | mig2 --insecure / tuned plaintext | mig2 always converged where others did | pre-flight (protocol) | verdict | notes |\n|---|---|---|---|---|---|---|\n")
 	for _, v := range res.Verdicts {
 		verdict := "**pass**"
 		if !v.OK {
 			verdict = "**FAIL**"
 		}
-		w("| %s | %s (%s) | %s (%s) | %s | %s | %s |\n", v.Case, fmtRatio(v.TLSRatio), yesNo(v.TLSOK), fmtRatio(v.PlainRatio), yesNo(v.PlainOK),
-			yesNo(v.ConvergedOK), verdict, mdCell(strings.Join(v.Notes, "; ")))
+		w("| %s | %s [%s] (%s) | %s [%s] (%s) | %s | %s (%s) %s | %s | %s |\n", v.Case, fmtRatio(v.TLSRatio), fmtRatio(v.TLSTotalRatio), yesNo(v.TLSOK),
+			fmtRatio(v.PlainRatio), fmtRatio(v.PlainTotalRatio), yesNo(v.PlainOK), yesNo(v.ConvergedOK),
+			fmtMs(v.Preflight), fmtMs(v.Protocol), yesNo(v.PreflightOK), verdict, mdCell(strings.Join(v.Notes, "; ")))
 	}
 	for _, cr := range res.Cases {
 		if cr.Error != "" {

@@ -246,6 +246,21 @@ func readParent(r io.Reader) parentState {
 	return st
 }
 
+// GuardMain is the guard program's body (mig2-guard, or mig2's hidden sub-command): RunGuard
+// on stdin, and, if mig2 died, what the guard did, written to stderr for mig2's own stderr.
+// The caller ignores the signals that end mig2 first: the guard must outlive them.
+func GuardMain(cfg GuardConfig, stdin io.Reader, stderr io.Writer) error {
+	rep, err := RunGuard(context.Background(), cfg, stdin)
+	if rep != nil && !rep.Released {
+		fmt.Fprintf(stderr, "mig2: guard: mig2 migrate (pid %d) died during migration %s of %q: %s\n",
+			cfg.ParentPID, cfg.MigrationID, cfg.Guest, rep)
+	}
+	if err != nil {
+		return fmt.Errorf("guard: %w", err)
+	}
+	return nil
+}
+
 // RunGuard is the guard's body: it waits for mig2 on parent (the pipe) and, if mig2 dies
 // without saying it is done, takes over the source QEMU (see the top of this file).
 func RunGuard(ctx context.Context, cfg GuardConfig, parent io.Reader) (*GuardReport, error) {

@@ -31,6 +31,20 @@ func stall(t *testing.T, addr string, local string) net.Conn {
 	return nc
 }
 
+// listenLoopback starts a listener on a free loopback port with the given refusal window.
+func listenLoopback(t *testing.T, cfg *Config, window time.Duration) *Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := newListener(ln, cfg, window)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
 // accepted is what acceptLoop collected.
 type accepted struct {
 	mu   sync.Mutex
@@ -131,14 +145,7 @@ func TestHandshakeCap(t *testing.T) {
 		cfg.MaxConcurrentHandshakes = 2
 		cfg.MaxHandshakesPerHost = 0
 		cfg.HandshakeTimeout = 700 * time.Millisecond
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		l, err := newListener(ln, cfg, 300*time.Millisecond)
-		if err != nil {
-			t.Fatal(err)
-		}
+		l := listenLoopback(t, cfg, 300*time.Millisecond)
 		ctx := testCtx(t)
 		errs := acceptLoop(ctx, l)
 		addr := l.Addr().String()
@@ -218,14 +225,7 @@ func TestEvictionForAnotherHost(t *testing.T) {
 	cfg.MaxConcurrentHandshakes = 3
 	cfg.MaxHandshakesPerHost = 0
 	cfg.HandshakeTimeout = 20 * time.Second // the stalls must outlive the test
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := newListener(ln, cfg, 10*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := listenLoopback(t, cfg, 10*time.Second)
 	defer l.Close()
 	ctx := testCtx(t)
 	errs := acceptLoop(ctx, l)
@@ -388,15 +388,8 @@ func TestAcceptDestination(t *testing.T) {
 func TestRefusalFlood(t *testing.T) {
 	cfg := testConfig(nil)
 	cfg.HandshakeTimeout = 400 * time.Millisecond
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	const window = 500 * time.Millisecond
-	l, err := newListener(ln, cfg, window)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := listenLoopback(t, cfg, window)
 	defer l.Close()
 	ctx := testCtx(t)
 	errs := acceptLoop(ctx, l)

@@ -5,12 +5,10 @@
 package main
 
 import (
-	"context"
 	"flag"
 	"fmt"
 	"os"
 	"os/signal"
-	"strconv"
 	"syscall"
 
 	"github.com/sirupsen/logrus"
@@ -37,13 +35,8 @@ func main() {
 	signal.Ignore(syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGPIPE)
 	logrus.SetFormatter(&logrus.TextFormatter{FullTimestamp: true, TimestampFormat: "2006-01-02T15:04:05.000Z07:00"})
 	cfg.Log = logrus.StandardLogger()
-	rep, err := driver.RunGuard(context.Background(), cfg, os.Stdin)
-	if rep != nil && !rep.Released {
-		fmt.Fprintf(os.Stderr, "mig2: guard: mig2 migrate (pid %s) died during migration %s of %q: %s\n",
-			strconv.Itoa(cfg.ParentPID), cfg.MigrationID, cfg.Guest, rep)
-	}
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "mig2: guard: %v\n", err)
+	if err := driver.GuardMain(cfg, os.Stdin, os.Stderr); err != nil {
+		fmt.Fprintf(os.Stderr, "mig2: %v\n", err)
 		os.Exit(1)
 	}
 }

@@ -9,7 +9,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 
@@ -452,15 +451,7 @@ func newGuardCmd() *cobra.Command {
 			// The guard must outlive whatever ends mig2: a terminal's signals, a closed stderr.
 			signal.Ignore(syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGPIPE)
 			cfg.Log = logrus.StandardLogger()
-			rep, err := driver.RunGuard(context.Background(), cfg, os.Stdin)
-			if rep != nil && !rep.Released {
-				fmt.Fprintf(os.Stderr, "mig2: guard: mig2 migrate (pid %s) died during migration %s of %q: %s\n",
-					strconv.Itoa(cfg.ParentPID), cfg.MigrationID, cfg.Guest, rep)
-			}
-			if err != nil {
-				return fmt.Errorf("guard: %w", err)
-			}
-			return nil
+			return driver.GuardMain(cfg, os.Stdin, os.Stderr)
 		},
 	}
 	f := cmd.Flags()
