@@ -5,7 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/mig2/mig2/v2proto"
 )
@@ -44,23 +43,5 @@ func TestInterfaceMbps(t *testing.T) {
 		if got := interfaceMbps(name); got != want {
 			t.Errorf("%s: %d, want %d", name, got, want)
 		}
-	}
-}
-
-func TestParseSchedstat(t *testing.T) {
-	for in, want := range map[string]time.Duration{
-		"7335276 727922 12\n":  8063198,
-		"":                     0,
-		"x y z":                0,
-		"-5 3 1":               0,
-		"99999999999 0 1":      0, // over 10 s: not believed
-		"1000000 2000000 3\n ": 3 * time.Millisecond,
-	} {
-		if got := parseSchedstat(in); got != want {
-			t.Errorf("parseSchedstat(%q) = %v, want %v", in, got, want)
-		}
-	}
-	if d := sinceThreadStart("/proc/thread-self/schedstat"); d <= 0 {
-		t.Errorf("this thread's schedstat: %v", d)
 	}
 }

@@ -458,10 +458,10 @@ func (s *source) follow(ctx context.Context, sess *v2proto.Source, applied *appl
 		} else {
 			s.log.WithError(err).Warn("driver: the destination runs the guest but the source QEMU has not reported completed")
 		}
-		s.fillStats(info)
 		werr = nil
 	}
 	if werr == nil { // the source QEMU says completed: only the destination's verdict counts
+		s.fillStats(s.finalFigures(ctx, info))
 		return s.confirm(ctx, sess, forward, &early, applied)
 	}
 	if dr == nil {
@@ -471,7 +471,7 @@ func (s *source) follow(ctx context.Context, sess *v2proto.Source, applied *appl
 		// and decide by the destination's verdict, as after a normal completion (FAULTS.md).
 		if info, ok := s.pastSwitchover(context.WithoutCancel(ctx)); ok {
 			s.log.WithError(werr).Warnf("driver: the source QEMU had already let go of the guest (%s): finishing the switchover instead of cancelling", info.Status)
-			s.fillStats(info)
+			s.fillStats(s.finalFigures(context.WithoutCancel(ctx), info))
 			return s.confirm(context.WithoutCancel(ctx), sess, forward, &early, applied)
 		}
 	}
@@ -512,6 +512,31 @@ func resultText(r *v2proto.Result) string {
 		return r.DestError
 	}
 	return r.Details
+}
+
+// figuresPending reports whether a completed migration's figures are not written yet: QEMU 7.2
+// sets "completed" (and sends the event) just before it computes total-time and downtime, so a
+// query-migrate in between reads them as 0.
+func figuresPending(info qmp.MigrationInfo) bool {
+	return info.Status == qmp.MigrationCompleted && (info.TotalTime == nil || *info.TotalTime == 0)
+}
+
+// finalFigures re-reads a completed migration's figures until QEMU has written them (briefly:
+// microseconds in QEMU); on any error it returns what it had.
+func (s *source) finalFigures(ctx context.Context, info qmp.MigrationInfo) qmp.MigrationInfo {
+	for i := 0; i < 50 && figuresPending(info); i++ {
+		select {
+		case <-ctx.Done():
+			return info
+		case <-time.After(20 * time.Millisecond):
+		}
+		next, err := qmp.QueryMigrate(ctx, s.q.mon)
+		if err != nil {
+			return info
+		}
+		info = next
+	}
+	return info
 }
 
 // awaitCompleted waits briefly for the source QEMU to report completed.
