@@ -202,7 +202,8 @@ const (
 	TraitMultifdPostcopy = "multifd-postcopy"
 	// TraitCancelYank: this source's mig2 ends a cancel stuck on a dead network with QMP yank.
 	// QEMU 7.2 stays "cancelling" until the connection comes back and then, with more than two
-	// multifd channels, aborts the source; so only such a source gets more channels (SPEC §6.2).
+	// multifd channels, aborts the source; so more channels are safe only from such a source
+	// (SPEC §4.0.1: announced, not yet used by the rules).
 	TraitCancelYank = "cancel-yank"
 )
 

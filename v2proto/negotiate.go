@@ -219,8 +219,7 @@ func NegotiateParams(w Wants, hint Compressibility, tls bool, src, dst *HostFact
 		a.Adjustments = append(a.Adjustments, Adjustment{Param: param, Asked: asked, Agreed: agreed, Reason: r, Detail: detail})
 	}
 
-	// §6.3 compression (decided first: the auto channel count depends on it; its adjustment
-	// is recorded after the channels').
+	// §6.3 compression (its adjustment is recorded after the channels').
 	supports := func(h *HostFacts, m string) bool { return m == CompressionNone || slices.Contains(h.Compression, m) }
 	zeroCopyPossible := w.ZeroCopySend && !tls && src.HasCapability(CapZeroCopySend)
 	var compAdj []Adjustment
@@ -241,22 +240,21 @@ func NegotiateParams(w Wants, hint Compressibility, tls bool, src, dst *HostFact
 			why = "the source QEMU does not support zstd"
 		case !supports(dst, CompressionZstd):
 			why = "the destination QEMU does not support zstd"
-		case tls:
-			a.Compression = CompressionZstd
-			why = "TLS stream: without compression QEMU sends a TLS record per page, zstd packs whole multifd packets, so it is faster even on memory that does not compress"
 		case !hint.Measured:
 			why = "no compressibility measurement from the source"
 		case hint.Percent < CompressibleThreshold:
 			why = fmt.Sprintf("only %d%% of memory compresses well (threshold %d%%)", hint.Percent, CompressibleThreshold)
-		case link == LinkSameHost:
+		case !tls && link == LinkSameHost:
 			why = fmt.Sprintf("%d%% of memory compresses well, but source and destination are on one host: copying is faster than compressing", hint.Percent)
-		case link != 0 && link >= capacity:
+		case !tls && link != 0 && link >= capacity:
 			why = fmt.Sprintf("%d%% of memory compresses well, but the %d Mbit/s link is faster than zstd on %d cores (about %d Mbit/s)",
 				hint.Percent, link, coreBase(src, dst), capacity)
 		default:
 			a.Compression = CompressionZstd
 			why = fmt.Sprintf("%d%% of memory compresses well (threshold %d%%) and both QEMUs support zstd", hint.Percent, CompressibleThreshold)
 			switch {
+			case tls:
+				why += "; on a TLS stream fewer bytes also mean less to encrypt"
 			case link != 0:
 				why += fmt.Sprintf("; the %d Mbit/s link is slower than zstd on %d cores (about %d Mbit/s)", link, coreBase(src, dst), capacity)
 			}
@@ -285,18 +283,9 @@ func NegotiateParams(w Wants, hint Compressibility, tls bool, src, dst *HostFact
 	if w.Channels == 0 {
 		asked = "auto"
 		chReason = ReasonAuto
-		switch {
-		case src.HasTrait(TraitCancelYank) && tls:
-			ch = AutoChannelsMax
-			chDetail = append(chDetail, fmt.Sprintf("TLS: %d channels encrypt and compress in parallel", ch))
-		case src.HasTrait(TraitCancelYank) && a.Compression == CompressionNone:
-			ch = AutoChannelsMax
-			chDetail = append(chDetail, fmt.Sprintf("plaintext without compression: the channels only copy, and %d TCP streams move more than fewer", ch))
-		default:
-			ch = coreBase(src, dst)
-			chDetail = append(chDetail, fmt.Sprintf("min(source cores %s, destination cores %s) clamped to [%d,%d] = %d",
-				cores(src.Cores), cores(dst.Cores), AutoChannelsMin, AutoChannelsMax, ch))
-		}
+		ch = coreBase(src, dst)
+		chDetail = append(chDetail, fmt.Sprintf("min(source cores %s, destination cores %s) clamped to [%d,%d] = %d",
+			cores(src.Cores), cores(dst.Cores), AutoChannelsMin, AutoChannelsMax, ch))
 		if lim.MaxChannels > 0 && ch > lim.MaxChannels {
 			ch, chReason = lim.MaxChannels, ReasonDestinationLimit
 			chDetail = append(chDetail, fmt.Sprintf("destination allows at most %d", lim.MaxChannels))

@@ -194,22 +194,11 @@ func TestNegotiateParams(t *testing.T) {
 				w.Channels, s.Cores, d.Cores = 0, 0, 0
 			},
 			check: func(a *Agreement) bool { return a.Channels == 2 }, param: ParamChannels, reason: ReasonAuto},
-		{name: "channels auto, plaintext without compression, source can yank: 8 whatever the cores",
+		{name: "channels auto, plaintext without compression, even a source that yanks: min cores",
 			edit: func(w *Wants, _ *Compressibility, _ *bool, s, d *HostFacts, _ *Limits) {
 				w.Channels, s.Cores, d.Cores, s.Traits = 0, 2, 2, []string{TraitCancelYank}
-			},
-			check: func(a *Agreement) bool { return a.Channels == 8 && a.Compression == "none" }, param: ParamChannels, reason: ReasonAuto},
-		{name: "channels auto, plaintext without compression, source cannot yank: min cores",
-			edit: func(w *Wants, _ *Compressibility, _ *bool, s, d *HostFacts, _ *Limits) {
-				w.Channels, s.Cores, d.Cores = 0, 2, 2
 			},
 			check: func(a *Agreement) bool { return a.Channels == 2 && a.Compression == "none" }, param: ParamChannels, reason: ReasonAuto},
-		{name: "channels auto, TLS, source can yank: 8",
-			edit: func(w *Wants, _ *Compressibility, tls *bool, s, d *HostFacts, _ *Limits) {
-				*tls = true
-				w.Channels, s.Cores, d.Cores, s.Traits = 0, 2, 2, []string{TraitCancelYank}
-			},
-			check: func(a *Agreement) bool { return a.Channels == 8 }, param: ParamChannels, reason: ReasonAuto},
 		{name: "channels auto, plaintext with zstd: min cores",
 			edit: func(w *Wants, h *Compressibility, _ *bool, s, d *HostFacts, _ *Limits) {
 				w.Channels, s.Cores, d.Cores, w.Compression = 0, 2, 3, "zstd"
@@ -297,11 +286,11 @@ func TestNegotiateParams(t *testing.T) {
 				w.Compression, *h, w.ZeroCopySend = "auto", Compressibility{Measured: true, Percent: 90}, true
 			},
 			check: func(a *Agreement) bool { return a.Compression == "none" && a.ZeroCopySend }, param: ParamCompression, reason: ReasonAuto},
-		{name: "compression auto, TLS, incompressible memory: zstd (QEMU's TLS record per page)",
+		{name: "compression auto, TLS, incompressible memory: none",
 			edit: func(w *Wants, h *Compressibility, tls *bool, _, _ *HostFacts, _ *Limits) {
 				w.Compression, *h, *tls = "auto", Compressibility{Measured: true, Percent: 0}, true
 			},
-			check: func(a *Agreement) bool { return a.Compression == "zstd" }, param: ParamCompression, reason: ReasonAuto},
+			check: func(a *Agreement) bool { return a.Compression == "none" }, param: ParamCompression, reason: ReasonAuto},
 		{name: "compression auto, TLS, destination lacks zstd: none",
 			edit: func(w *Wants, _ *Compressibility, tls *bool, _, d *HostFacts, _ *Limits) {
 				w.Compression, *tls, d.Compression = "auto", true, []string{"none"}

@@ -346,8 +346,8 @@ func securityArgs(certs string) []string {
 // veth pair; the link goes down mid-migration. mig2 fails within its progress timeout with an
 // error that points at the network, the source guest runs intact, and once the link is back
 // the destination is clean and takes the next migration. Over TLS and in plaintext: with more
-// than two multifd channels (plaintext's 8) a cancel stuck on the dead link made QEMU 7.2's
-// source abort when the link came back, unless mig2 yanks it (FAULTS.md).
+// than two multifd channels a cancel stuck on the dead link made QEMU 7.2's source abort when
+// the link came back, unless mig2 yanks it (FAULTS.md).
 func TestFaultNetworkCut(t *testing.T) {
 	t.Run("NetworkCut/TLS", func(t *testing.T) { faultNetworkCut(t, true) })
 	t.Run("NetworkCut/plaintext", func(t *testing.T) { faultNetworkCut(t, false) })
