@@ -31,6 +31,7 @@
 //	BENCH_MEM_MIB=2048, BENCH_TOUCH_MIB=1024   guest RAM and how much of it is filled
 //	BENCH_OUT=docs/bench           where the report goes
 //	BENCH_KEEP=1                   keep the working directory (logs, certificates)
+//	BENCH_AGENT_LOG_LEVEL=debug    the agents' log level (debug logs their preparation times)
 //
 // `bench -from docs/bench/results.json` runs nothing and writes the report again from saved
 // results (after a change to the report code).

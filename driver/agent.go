@@ -268,7 +268,7 @@ func (in *incoming) run(ctx context.Context, hello *v2proto.Hello) error {
 		_ = d.Abort(ctx, v2proto.AbortInternal, err.Error())
 		return err
 	}
-	facts.LinkMbps = LinkMbps(d.Conn().LocalAddr(), d.Conn().RemoteAddr())
+	facts.LinkMbps = LinkMbps(d.Conn())
 	offer := &v2proto.Offer{
 		Guest: in.g.Name, Host: facts, DeviceTree: convertTree(tree),
 		Limits: v2proto.Limits{MaxChannels: uint32(max(in.a.cfg.MaxChannels, 0)), DenyPostcopy: in.a.cfg.DenyPostcopy},

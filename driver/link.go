@@ -16,10 +16,13 @@ import (
 // sysClassNet is where Linux reports each interface's speed (tests point it elsewhere).
 var sysClassNet = "/sys/class/net"
 
-// LinkMbps is this host's side of the link the control connection runs over: LinkSameHost when
+// LinkMbps is this host's side of the link a control connection runs over (linkMbps).
+func LinkMbps(c *v2proto.Conn) uint32 { return linkMbps(c.LocalAddr(), c.RemoteAddr()) }
+
+// linkMbps is this host's side of the link the control connection runs over: LinkSameHost when
 // the peer's address is one of this host's (or loopback), else the speed of the interface that
 // holds the local address in Mbit/s, 0 when unknown (a virtual interface, an error).
-func LinkMbps(local, remote net.Addr) uint32 {
+func linkMbps(local, remote net.Addr) uint32 {
 	lip, rip := tcpIP(local), tcpIP(remote)
 	if lip == nil || rip == nil {
 		return 0

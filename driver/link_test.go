@@ -11,17 +11,17 @@ import (
 
 func TestLinkMbps(t *testing.T) {
 	tcp := func(ip string) net.Addr { return &net.TCPAddr{IP: net.ParseIP(ip), Port: 1} }
-	if got := LinkMbps(tcp("127.0.0.1"), tcp("127.0.0.1")); got != v2proto.LinkSameHost {
+	if got := linkMbps(tcp("127.0.0.1"), tcp("127.0.0.1")); got != v2proto.LinkSameHost {
 		t.Errorf("loopback: %d, want same host", got)
 	}
-	if got := LinkMbps(tcp("192.0.2.7"), tcp("192.0.2.7")); got != v2proto.LinkSameHost {
+	if got := linkMbps(tcp("192.0.2.7"), tcp("192.0.2.7")); got != v2proto.LinkSameHost {
 		t.Errorf("own address: %d, want same host", got)
 	}
-	if got := LinkMbps(&net.UnixAddr{Name: "x"}, tcp("192.0.2.7")); got != 0 {
+	if got := linkMbps(&net.UnixAddr{Name: "x"}, tcp("192.0.2.7")); got != 0 {
 		t.Errorf("not TCP: %d, want unknown", got)
 	}
 	// An address this host does not have: no interface, speed unknown.
-	if got := LinkMbps(tcp("192.0.2.7"), tcp("198.51.100.9")); got != 0 {
+	if got := linkMbps(tcp("192.0.2.7"), tcp("198.51.100.9")); got != 0 {
 		t.Errorf("foreign local address: %d, want unknown", got)
 	}
 }

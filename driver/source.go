@@ -162,7 +162,7 @@ func (q *QEMU) Check(ctx context.Context, opts MigrateOptions) (*CheckReport, er
 		return nil, err
 	}
 	defer sess.Close()
-	hello.Host.LinkMbps = LinkMbps(sess.Conn().LocalAddr(), sess.Conn().RemoteAddr())
+	hello.Host.LinkMbps = LinkMbps(sess.Conn())
 	if err := sess.SendHello(ctx, hello); err != nil {
 		return nil, err
 	}
@@ -287,7 +287,7 @@ func (s *source) run(ctx context.Context) (*Summary, error) {
 	}()
 	sess := d.sess
 	defer sess.Close()
-	hello.Host.LinkMbps = LinkMbps(sess.Conn().LocalAddr(), sess.Conn().RemoteAddr())
+	hello.Host.LinkMbps = LinkMbps(sess.Conn())
 	agreed, err := sess.Handshake(ctx, hello)
 	if err != nil {
 		return nil, err // nothing has been touched yet
@@ -304,17 +304,17 @@ func (s *source) run(ctx context.Context) (*Summary, error) {
 		tlsHost, _, _ = net.SplitHostPort(s.opts.Dest)
 	}
 	type applyResult struct {
-		guard   *guardProc
-		applied *applied
-		stage   string // where err happened: "guard" or "apply"
-		err     error
-		took    time.Duration
+		guard    *guardProc
+		guardErr error // the guard did not start: nothing was applied
+		applied  *applied
+		err      error
+		took     time.Duration
 	}
 	applyCh := make(chan applyResult, 1)
 	go func() { // owned: run receives its result on every path below
 		st := <-guardCh
 		if st.err != nil {
-			applyCh <- applyResult{stage: "guard", err: st.err}
+			applyCh <- applyResult{guardErr: st.err}
 			return
 		}
 		t1 := time.Now()
@@ -326,7 +326,7 @@ func (s *source) run(ctx context.Context) (*Summary, error) {
 		if err == nil {
 			st.g.noteApplied(applied, s.log)
 		}
-		applyCh <- applyResult{guard: st.g, applied: applied, stage: "apply", err: err, took: time.Since(t1)}
+		applyCh <- applyResult{guard: st.g, applied: applied, err: err, took: time.Since(t1)}
 	}()
 	ready, rerr := sess.ReadReady(ctx)
 	ar := <-applyCh
@@ -342,9 +342,9 @@ func (s *source) run(ctx context.Context) (*Summary, error) {
 	s.sum.Preflight.Destination = min(ready.Prepare, s.sum.Preflight.Handshake)
 	s.sum.Preflight.Protocol = s.sum.Preflight.Handshake - s.sum.Preflight.Destination
 	switch {
-	case ar.stage == "guard" && ar.err != nil:
-		_ = sess.Abort(ctx, v2proto.AbortInternal, "the source could not start its guard process: "+ar.err.Error())
-		return nil, s.failed("apply", ar.err, "")
+	case ar.guardErr != nil:
+		_ = sess.Abort(ctx, v2proto.AbortInternal, "the source could not start its guard process: "+ar.guardErr.Error())
+		return nil, s.failed("apply", ar.guardErr, "")
 	case ar.err != nil:
 		_ = sess.Abort(context.WithoutCancel(ctx), v2proto.AbortApplyFailed, "the source could not apply the agreed set: "+ar.err.Error())
 		return nil, s.failed("apply", ar.err, "")

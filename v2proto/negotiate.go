@@ -219,62 +219,6 @@ func NegotiateParams(w Wants, hint Compressibility, tls bool, src, dst *HostFact
 		a.Adjustments = append(a.Adjustments, Adjustment{Param: param, Asked: asked, Agreed: agreed, Reason: r, Detail: detail})
 	}
 
-	// §6.3 compression (its adjustment is recorded after the channels').
-	supports := func(h *HostFacts, m string) bool { return m == CompressionNone || slices.Contains(h.Compression, m) }
-	zeroCopyPossible := w.ZeroCopySend && !tls && src.HasCapability(CapZeroCopySend)
-	var compAdj []Adjustment
-	compAdjust := func(param, asked, agreed string, r Reason, detail string) {
-		compAdj = append(compAdj, Adjustment{Param: param, Asked: asked, Agreed: agreed, Reason: r, Detail: detail})
-	}
-	switch m := w.Compression; m {
-	case CompressionNone:
-		a.Compression = CompressionNone
-	case "", CompressionAuto:
-		a.Compression = CompressionNone
-		var why string
-		link, capacity := linkMbps(src, dst), ZstdMbpsPerCore*coreBase(src, dst)
-		switch {
-		case zeroCopyPossible:
-			why = "zero-copy send was requested and needs no compression"
-		case !supports(src, CompressionZstd):
-			why = "the source QEMU does not support zstd"
-		case !supports(dst, CompressionZstd):
-			why = "the destination QEMU does not support zstd"
-		case !hint.Measured:
-			why = "no compressibility measurement from the source"
-		case hint.Percent < CompressibleThreshold:
-			why = fmt.Sprintf("only %d%% of memory compresses well (threshold %d%%)", hint.Percent, CompressibleThreshold)
-		case !tls && link == LinkSameHost:
-			why = fmt.Sprintf("%d%% of memory compresses well, but source and destination are on one host: copying is faster than compressing", hint.Percent)
-		case !tls && link != 0 && link >= capacity:
-			why = fmt.Sprintf("%d%% of memory compresses well, but the %d Mbit/s link is faster than zstd on %d cores (about %d Mbit/s)",
-				hint.Percent, link, coreBase(src, dst), capacity)
-		default:
-			a.Compression = CompressionZstd
-			why = fmt.Sprintf("%d%% of memory compresses well (threshold %d%%) and both QEMUs support zstd", hint.Percent, CompressibleThreshold)
-			switch {
-			case tls:
-				why += "; on a TLS stream fewer bytes also mean less to encrypt"
-			case link != 0:
-				why += fmt.Sprintf("; the %d Mbit/s link is slower than zstd on %d cores (about %d Mbit/s)", link, coreBase(src, dst), capacity)
-			}
-		}
-		compAdjust(ParamCompression, CompressionAuto, a.Compression, ReasonAuto, why)
-	default:
-		switch {
-		case !supports(src, m):
-			a.Compression = CompressionNone
-			compAdjust(ParamCompression, m, CompressionNone, ReasonUnsupportedSource,
-				fmt.Sprintf("source QEMU supports %v; falling back to none", src.Compression))
-		case !supports(dst, m):
-			a.Compression = CompressionNone
-			compAdjust(ParamCompression, m, CompressionNone, ReasonUnsupportedDestination,
-				fmt.Sprintf("destination QEMU supports %v; falling back to none", dst.Compression))
-		default:
-			a.Compression = m
-		}
-	}
-
 	// §6.2 channels.
 	var chReason Reason
 	var chDetail []string
@@ -316,7 +260,58 @@ func NegotiateParams(w Wants, hint Compressibility, tls bool, src, dst *HostFact
 		adjust(ParamChannels, asked, strconv.FormatUint(uint64(ch), 10), chReason, strings.Join(chDetail, "; "))
 	}
 
-	a.Adjustments = append(a.Adjustments, compAdj...)
+	// §6.3 compression.
+	supports := func(h *HostFacts, m string) bool { return m == CompressionNone || slices.Contains(h.Compression, m) }
+	zeroCopyPossible := w.ZeroCopySend && !tls && src.HasCapability(CapZeroCopySend)
+	switch m := w.Compression; m {
+	case CompressionNone:
+		a.Compression = CompressionNone
+	case "", CompressionAuto:
+		a.Compression = CompressionNone
+		var why string
+		link, capacity := linkMbps(src, dst), ZstdMbpsPerCore*coreBase(src, dst)
+		switch {
+		case zeroCopyPossible:
+			why = "zero-copy send was requested and needs no compression"
+		case !supports(src, CompressionZstd):
+			why = "the source QEMU does not support zstd"
+		case !supports(dst, CompressionZstd):
+			why = "the destination QEMU does not support zstd"
+		case !hint.Measured:
+			why = "no compressibility measurement from the source"
+		case hint.Percent < CompressibleThreshold:
+			why = fmt.Sprintf("only %d%% of memory compresses well (threshold %d%%)", hint.Percent, CompressibleThreshold)
+		case !tls && link == LinkSameHost:
+			why = fmt.Sprintf("%d%% of memory compresses well, but source and destination are on one host: copying is faster than compressing", hint.Percent)
+		case !tls && link != 0 && link >= capacity:
+			why = fmt.Sprintf("%d%% of memory compresses well, but the %d Mbit/s link is faster than zstd on %d cores (about %d Mbit/s)",
+				hint.Percent, link, coreBase(src, dst), capacity)
+		default:
+			a.Compression = CompressionZstd
+			why = fmt.Sprintf("%d%% of memory compresses well (threshold %d%%) and both QEMUs support zstd", hint.Percent, CompressibleThreshold)
+			switch {
+			case tls:
+				why += "; on a TLS stream fewer bytes also mean less to encrypt"
+			case link != 0:
+				why += fmt.Sprintf("; the %d Mbit/s link is slower than zstd on %d cores (about %d Mbit/s)", link, coreBase(src, dst), capacity)
+			}
+		}
+		adjust(ParamCompression, CompressionAuto, a.Compression, ReasonAuto, why)
+	default:
+		switch {
+		case !supports(src, m):
+			a.Compression = CompressionNone
+			adjust(ParamCompression, m, CompressionNone, ReasonUnsupportedSource,
+				fmt.Sprintf("source QEMU supports %v; falling back to none", src.Compression))
+		case !supports(dst, m):
+			a.Compression = CompressionNone
+			adjust(ParamCompression, m, CompressionNone, ReasonUnsupportedDestination,
+				fmt.Sprintf("destination QEMU supports %v; falling back to none", dst.Compression))
+		default:
+			a.Compression = m
+		}
+	}
+
 	lvl := w.CompressionLevel
 	switch a.Compression {
 	case CompressionNone:

@@ -91,7 +91,7 @@ func (in *Incoming) HandleIncoming(ctx context.Context, d *v2proto.Destination, 
 		_ = d.Abort(ctx, v2proto.AbortProtocol, "the source's domain XML: "+err.Error())
 		return err
 	}
-	facts.LinkMbps = driver.LinkMbps(d.Conn().LocalAddr(), d.Conn().RemoteAddr())
+	facts.LinkMbps = driver.LinkMbps(d.Conn())
 	offer := &v2proto.Offer{Guest: name, Host: facts, DeviceTree: tree,
 		Limits: v2proto.Limits{MaxChannels: uint32(max(in.cfg.MaxChannels, 0)), DenyPostcopy: in.cfg.DenyPostcopy}}
 	if err := d.SendOffer(ctx, offer); err != nil {

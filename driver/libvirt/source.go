@@ -119,7 +119,7 @@ func (s *Source) Migrate(ctx context.Context, o MigrateOptions) (*driver.Summary
 		return nil, err
 	}
 	defer sess.Close()
-	hello.Host.LinkMbps = driver.LinkMbps(sess.Conn().LocalAddr(), sess.Conn().RemoteAddr())
+	hello.Host.LinkMbps = driver.LinkMbps(sess.Conn())
 	agreed, err := sess.Handshake(ctx, hello)
 	if err != nil {
 		return nil, err
@@ -545,7 +545,7 @@ func (s *Source) Check(ctx context.Context, o MigrateOptions) (*driver.CheckRepo
 		return nil, err
 	}
 	defer sess.Close()
-	hello.Host.LinkMbps = driver.LinkMbps(sess.Conn().LocalAddr(), sess.Conn().RemoteAddr())
+	hello.Host.LinkMbps = driver.LinkMbps(sess.Conn())
 	if err := sess.SendHello(ctx, hello); err != nil {
 		return nil, err
 	}
