@@ -125,13 +125,17 @@ func (b *bench) run(ctx context.Context) (err error) {
 	}
 	// A private copy of mig2: a rebuild of bin/mig2 during the run must not mix versions
 	// between the agents and mig2 migrate.
-	guard := filepath.Join(filepath.Dir(b.mig2), "mig2-guard") // mig2 migrate starts it when it is next to mig2
+	// mig2 starts mig2-guard, and runs mig2-libvirt for libvirt domains, when they are next to it.
+	companions := []string{"mig2-guard", "mig2-libvirt"}
+	from := filepath.Dir(b.mig2)
 	if b.mig2, err = copyExecutable(b.mig2, filepath.Join(b.dir, "mig2")); err != nil {
 		return err
 	}
-	if _, err := os.Stat(guard); err == nil {
-		if _, err := copyExecutable(guard, filepath.Join(b.dir, "mig2-guard")); err != nil {
-			return err
+	for _, c := range companions {
+		if _, err := os.Stat(filepath.Join(from, c)); err == nil {
+			if _, err := copyExecutable(filepath.Join(from, c), filepath.Join(b.dir, c)); err != nil {
+				return err
+			}
 		}
 	}
 	b.pki = filepath.Join(b.dir, "pki")

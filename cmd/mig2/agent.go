@@ -15,28 +15,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mig2/mig2/driver"
-	lvdriver "github.com/mig2/mig2/driver/libvirt"
 	"github.com/mig2/mig2/hooks"
 )
-
-// hookHandler answers the libvirt qemu hook: migrate-begin is checked against what this agent
-// negotiated; everything else passes.
-func hookHandler(lv *lvdriver.Incoming, policy lvdriver.Policy) hooks.Handler {
-	return func(ctx context.Context, req hooks.Request) hooks.Response {
-		if req.Op != hooks.ReqMigrateBegin {
-			return hooks.Response{Allow: true}
-		}
-		allow, reason := lv.Decide(req.Domain, []byte(req.XML), policy)
-		log := logrus.WithFields(logrus.Fields{"domain": req.Domain, "stage": "hook migrate-begin"})
-		switch {
-		case !allow:
-			log.Warn("refused an incoming migration: " + reason)
-		case reason != "":
-			log.Warn("let an un-negotiated migration through (--hook-policy warn): " + reason)
-		}
-		return hooks.Response{Allow: allow, Reason: reason}
-	}
-}
 
 // statsOnSignal logs one line "agent: stats goroutines=N rss_kib=M" each time the agent
 // receives SIGUSR1 (the soak test samples it after every migration), until stop is called.
@@ -120,9 +100,8 @@ resident memory ("agent: stats goroutines=N rss_kib=M").`,
 			if len(specs) == 0 && libvirtURI == "" {
 				return usageErrorf("give at least one --guest NAME=QMP_SOCKET, or --libvirt URI")
 			}
-			policy, err := lvdriver.ParsePolicy(hookPolicy)
-			if err != nil {
-				return usageErrorf("--hook-policy: %v", err)
+			if libvirtURI == "" && (cmd.Flags().Changed("hook-policy") || cmd.Flags().Changed("hook-socket")) {
+				return usageErrorf("--hook-policy and --hook-socket concern libvirt guests: give --libvirt URI too")
 			}
 			cfg := driver.AgentConfig{
 				Listen: listen, TLSDir: tlsDir, Insecure: insecure, AllowedDNs: authz,
@@ -135,41 +114,15 @@ resident memory ("agent: stats goroutines=N rss_kib=M").`,
 			ctx := cmd.Context()
 			stopStats := statsOnSignal(ctx)
 			defer stopStats()
-			var lv *lvdriver.Incoming
 			if libvirtURI != "" {
-				if lv, err = lvdriver.NewIncoming(lvdriver.IncomingConfig{URI: libvirtURI, MaxChannels: maxChannels, DenyPostcopy: denyPostcopy}); err != nil {
-					return err
-				}
-				defer lv.Close()
-				cfg.Incoming = lv
+				return serveAgentWithLibvirt(ctx, cfg, libvirtAgent{URI: libvirtURI, HookSocket: hookSocket, HookPolicy: hookPolicy})
 			}
 			a, err := driver.NewAgent(cfg)
 			if err != nil {
 				return err
 			}
-			var hookDone chan error
-			if lv != nil {
-				ln, err := hooks.ListenUnix(hookSocket)
-				if err != nil {
-					return err
-				}
-				srv := &hooks.Server{Handler: hookHandler(lv, policy), Log: logrus.StandardLogger()}
-				hookDone = make(chan error, 1)
-				go func() { hookDone <- srv.Serve(ctx, ln) }()
-				logrus.Infof("mig2 agent: libvirt guests through %s; hook socket %s (policy %s)", libvirtURI, hookSocket, policy)
-			}
-			tlsNote := "TLS (mutual x509) from " + tlsDir
-			if insecure {
-				tlsNote = "PLAINTEXT (--insecure): labs only"
-			}
-			logrus.Infof("mig2 agent listening on %s, %s, serving %d guest(s)", a.Addr(), tlsNote, len(cfg.Guests))
-			err = a.Serve(ctx)
-			if hookDone != nil {
-				if herr := <-hookDone; herr != nil && err == nil {
-					err = herr
-				}
-			}
-			return err
+			logListening(a, cfg)
+			return a.Serve(ctx)
 		},
 	}
 	fl := cmd.Flags()
@@ -187,4 +140,13 @@ resident memory ("agent: stats goroutines=N rss_kib=M").`,
 	fl.StringVar(&hookPolicy, "hook-policy", "require-v2", "what the hook does with a libvirt migration that skipped the handshake: require-v2 (refuse) or warn")
 	fl.DurationVar(&grace, "shutdown-grace", 2*time.Minute, "on shutdown, how long migrations in flight may take to finish before they are cancelled")
 	return cmd
+}
+
+// logListening says where the agent listens and how.
+func logListening(a *driver.Agent, cfg driver.AgentConfig) {
+	tlsNote := "TLS (mutual x509) from " + cfg.TLSDir
+	if cfg.Insecure {
+		tlsNote = "PLAINTEXT (--insecure): labs only"
+	}
+	logrus.Infof("mig2 agent listening on %s, %s, serving %d guest(s)", a.Addr(), tlsNote, len(cfg.Guests))
 }

@@ -10,7 +10,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mig2/mig2/driver"
-	lvdriver "github.com/mig2/mig2/driver/libvirt"
 )
 
 func newCheckCmd(g *globalFlags) *cobra.Command {
@@ -54,34 +53,6 @@ it would be refused.
 			return err
 		},
 	}
-}
-
-// checkLibvirt is mig2 check for a libvirt domain: the same handshake as mig2 migrate, then an
-// Abort instead of the migration.
-func checkLibvirt(cmd *cobra.Command, connect string, m virshMigrate) error {
-	agent := m.Agent
-	if agent == "" {
-		var err error
-		if agent, err = lvdriver.AgentAddress(m.DestURI); err != nil {
-			return usageErrorf("%v", err)
-		}
-	}
-	opts := lvdriver.MigrateOptions{DestURI: m.DestURI, Agent: agent, Wants: wantsOf(m), TLSDir: tlsDirOf(m), Insecure: m.Insecure,
-		ServerName: m.TLSDestination, SkipDeviceCheck: m.SkipDeviceCheck, Deep: m.Deep, Log: logrus.StandardLogger()}
-	var err error
-	if opts.DestXML, err = readDestXML(m); err != nil {
-		return err
-	}
-	src, err := lvdriver.Open(cmd.Context(), connect, m.Domain, opts.Log)
-	if err != nil {
-		return err
-	}
-	defer src.Close()
-	rep, err := src.Check(cmd.Context(), opts)
-	if rep != nil {
-		printCheck(cmd.OutOrStdout(), rep, m.JSON)
-	}
-	return err
 }
 
 func printCheck(w io.Writer, rep *driver.CheckReport, asJSON bool) {

@@ -15,10 +15,8 @@ import (
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
-	golibvirt "libvirt.org/go/libvirt"
 
 	"github.com/mig2/mig2/driver"
-	lvdriver "github.com/mig2/mig2/driver/libvirt"
 	v1 "github.com/mig2/mig2/fallback/v1"
 )
 
@@ -165,41 +163,6 @@ func migrateQEMU(ctx context.Context, m virshMigrate, rep *reporter) error {
 	return nil
 }
 
-func migrateLibvirt(ctx context.Context, connect string, m virshMigrate, rep *reporter) error {
-	if m.Timeout > 0 || m.TimeoutPostcopy {
-		return usageErrorf("--timeout is not supported on mig2's libvirt path yet; use --progress-timeout to cancel a stalled migration")
-	}
-	agent := m.Agent
-	if agent == "" {
-		var err error
-		if agent, err = lvdriver.AgentAddress(m.DestURI); err != nil {
-			return usageErrorf("%v", err)
-		}
-	}
-	opts := lvdriver.MigrateOptions{
-		DestURI: m.DestURI, Agent: agent, Wants: wantsOf(m), TLSDir: tlsDirOf(m), Insecure: m.Insecure,
-		ServerName: m.TLSDestination, Flags: libvirtFlags(m), MigrateURI: m.MigrateURI,
-		ListenAddress: m.ListenAddress, DestName: m.DName, SkipDeviceCheck: m.SkipDeviceCheck,
-		Deep: m.Deep, OnProgress: rep.progress, Log: logrus.StandardLogger(),
-	}
-	var err error
-	if opts.DestXML, err = readDestXML(m); err != nil {
-		return err
-	}
-	src, err := lvdriver.Open(ctx, connect, m.Domain, opts.Log)
-	if err != nil {
-		return err
-	}
-	defer src.Close()
-	rep.message("start", fmt.Sprintf("Migrating %q to %s through libvirt (v2: negotiated with the agent at %s, device trees compared)", m.Domain, m.DestURI, agent))
-	sum, err := src.Migrate(ctx, opts)
-	if err != nil {
-		return err
-	}
-	rep.summary(sum)
-	return nil
-}
-
 // readDestXML reads --xml, the domain XML the destination should create ("" when not given).
 func readDestXML(m virshMigrate) (string, error) {
 	if m.XML == "" {
@@ -273,24 +236,7 @@ func migrateV1(ctx context.Context, connect string, m virshMigrate, rep *reporte
 		rep.summary(sum)
 		return nil
 	}
-	opts := lvdriver.MigrateOptions{DestURI: m.DestURI, Flags: libvirtV1Flags(m), MigrateURI: m.MigrateURI, ListenAddress: m.ListenAddress,
-		DestName: m.DName, Wants: driver.Wants{MaxBandwidth: int64(m.Bandwidth) << 20}, OnProgress: rep.progress, Log: logrus.StandardLogger()}
-	var err error
-	if opts.DestXML, err = readDestXML(m); err != nil {
-		return err
-	}
-	src, err := lvdriver.Open(ctx, connect, m.Domain, opts.Log)
-	if err != nil {
-		return err
-	}
-	defer src.Close()
-	rep.message("start", fmt.Sprintf("Migrating %q to %s through libvirt on the legacy v1 path (TLS %s)", m.Domain, m.DestURI, onOff(m.TLS)))
-	sum, err := src.MigrateV1(ctx, opts, m.CompMethods)
-	if err != nil {
-		return err
-	}
-	rep.summary(sum)
-	return nil
+	return migrateLibvirtV1(ctx, connect, m, rep)
 }
 
 func uriHostOf(uri string) string {
@@ -302,47 +248,6 @@ func uriHostOf(uri string) string {
 		return h
 	}
 	return ""
-}
-
-// libvirtV1Flags are the v1 path's flags: on top of libvirtFlags, the user's own choice of
-// peer-to-peer, tunnelling, TLS, compression and postcopy (on v2 those come from the agreement).
-func libvirtV1Flags(m virshMigrate) golibvirt.DomainMigrateFlags {
-	return libvirtFlags(m) | flagsIf(map[golibvirt.DomainMigrateFlags]bool{
-		golibvirt.MIGRATE_PEER2PEER: m.P2P, golibvirt.MIGRATE_TUNNELLED: m.Tunnelled, golibvirt.MIGRATE_TLS: m.TLS,
-		golibvirt.MIGRATE_COMPRESSED: m.Compressed, golibvirt.MIGRATE_POSTCOPY: m.Postcopy,
-	})
-}
-
-func flagsIf(set map[golibvirt.DomainMigrateFlags]bool) golibvirt.DomainMigrateFlags {
-	var f golibvirt.DomainMigrateFlags
-	for flag, on := range set {
-		if on {
-			f |= flag
-		}
-	}
-	return f
-}
-
-// libvirtFlags maps the virsh options that keep their libvirt meaning onto migration flags;
-// peer-to-peer, parallel, TLS and postcopy come from the agreement.
-func libvirtFlags(m virshMigrate) golibvirt.DomainMigrateFlags {
-	var f golibvirt.DomainMigrateFlags
-	set := func(on bool, flag golibvirt.DomainMigrateFlags) {
-		if on {
-			f |= flag
-		}
-	}
-	set(m.Live, golibvirt.MIGRATE_LIVE)
-	set(m.Persistent, golibvirt.MIGRATE_PERSIST_DEST)
-	set(m.UndefineSource, golibvirt.MIGRATE_UNDEFINE_SOURCE)
-	set(m.Suspend, golibvirt.MIGRATE_PAUSED)
-	set(m.CopyStorageAll, golibvirt.MIGRATE_NON_SHARED_DISK)
-	set(m.CopyStorageInc, golibvirt.MIGRATE_NON_SHARED_INC)
-	set(m.AbortOnError, golibvirt.MIGRATE_ABORT_ON_ERROR)
-	set(m.AutoConverge, golibvirt.MIGRATE_AUTO_CONVERGE)
-	set(m.ChangeProtection, golibvirt.MIGRATE_CHANGE_PROTECTION)
-	set(m.Unsafe, golibvirt.MIGRATE_UNSAFE)
-	return f
 }
 
 func onOff(b bool) string {
