@@ -349,8 +349,11 @@ func securityArgs(certs string) []string {
 // than two multifd channels a cancel stuck on the dead link made QEMU 7.2's source abort when
 // the link came back, unless mig2 yanks it (FAULTS.md).
 func TestFaultNetworkCut(t *testing.T) {
-	t.Run("NetworkCut/TLS", func(t *testing.T) { faultNetworkCut(t, true) })
-	t.Run("NetworkCut/plaintext", func(t *testing.T) { faultNetworkCut(t, false) })
+	tlsOK := t.Run("NetworkCut/TLS", func(t *testing.T) { faultNetworkCut(t, true) })
+	plainOK := t.Run("NetworkCut/plaintext", func(t *testing.T) { faultNetworkCut(t, false) })
+	if tlsOK && plainOK {
+		t.Logf("outcome: the network cut mid-migration, over TLS and in plaintext: mig2 failed after its progress timeout, the source resumed intact, the destination was cleaned up and took the next migration (details in the two sub-tests)")
+	}
 }
 
 func faultNetworkCut(t *testing.T, tls bool) {
