@@ -27,33 +27,53 @@ func linkMbps(local, remote net.Addr) uint32 {
 	if lip == nil || rip == nil {
 		return 0
 	}
-	if rip.IsLoopback() || lip.Equal(rip) {
+	if lip.Equal(rip) || isLocalIP(rip) {
 		return v2proto.LinkSameHost
 	}
+	if name := interfaceWith(lip); name != "" {
+		return interfaceMbps(name)
+	}
+	return 0
+}
+
+// sameHost reports whether a destination address (HOST:PORT) is this host: a loopback or local
+// IP address, or "localhost". A name is not resolved (that would cost the pre-flight a lookup):
+// it counts as another host.
+func sameHost(hostPort string) bool {
+	host, _, err := net.SplitHostPort(hostPort)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && isLocalIP(ip)
+}
+
+// isLocalIP reports whether ip is loopback or one of this host's interface addresses.
+func isLocalIP(ip net.IP) bool {
+	return ip.IsLoopback() || interfaceWith(ip) != ""
+}
+
+// interfaceWith names the interface that holds address ip, "" if none does.
+func interfaceWith(ip net.IP) string {
 	ifaces, err := net.Interfaces()
 	if err != nil {
-		return 0
+		return ""
 	}
-	speed := uint32(0)
 	for _, ifc := range ifaces {
 		addrs, err := ifc.Addrs()
 		if err != nil {
 			continue
 		}
 		for _, a := range addrs {
-			ipn, ok := a.(*net.IPNet)
-			if !ok {
-				continue
-			}
-			if ipn.IP.Equal(rip) {
-				return v2proto.LinkSameHost // the peer is this host, reached on one of its own addresses
-			}
-			if ipn.IP.Equal(lip) {
-				speed = interfaceMbps(ifc.Name)
+			if ipn, ok := a.(*net.IPNet); ok && ipn.IP.Equal(ip) {
+				return ifc.Name
 			}
 		}
 	}
-	return speed
+	return ""
 }
 
 // interfaceMbps reads /sys/class/net/NAME/speed: a positive number of Mbit/s, else 0.

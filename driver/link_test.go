@@ -45,3 +45,35 @@ func TestInterfaceMbps(t *testing.T) {
 		}
 	}
 }
+
+func TestSameHost(t *testing.T) {
+	for addr, want := range map[string]bool{
+		"127.0.0.1:16520": true, "[::1]:16520": true, "localhost:16520": true,
+		"192.0.2.7:16520": false, "dst.example:16520": false, "no-port": false,
+	} {
+		if got := sameHost(addr); got != want {
+			t.Errorf("sameHost(%q) = %v, want %v", addr, got, want)
+		}
+	}
+}
+
+func TestMeasureMemory(t *testing.T) {
+	tests := []struct {
+		name string
+		w    Wants
+		tls  bool
+		dest string
+		want bool
+	}{
+		{"auto, plaintext, another host", Wants{}, false, "192.0.2.7:16520", true},
+		{"auto by name, plaintext, a named host", Wants{Compression: "auto"}, false, "dst.example:16520", true},
+		{"TLS: zstd whatever the memory", Wants{}, true, "192.0.2.7:16520", false},
+		{"one host: copying wins", Wants{}, false, "127.0.0.1:16520", false},
+		{"explicit method", Wants{Compression: "none"}, false, "192.0.2.7:16520", false},
+	}
+	for _, tc := range tests {
+		if got := measureMemory(tc.w, tc.tls, tc.dest); got != tc.want {
+			t.Errorf("%s: measureMemory = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

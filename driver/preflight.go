@@ -18,15 +18,18 @@ type sourceProbe struct {
 	tSample, tTotal time.Duration
 }
 
-func (q *QEMU) probeSource(ctx context.Context) (*sourceProbe, error) {
+// With sample false the guest's memory is not measured (measureMemory).
+func (q *QEMU) probeSource(ctx context.Context, sample bool) (*sourceProbe, error) {
 	p := &sourceProbe{}
 	t0 := time.Now()
 	err := concurrently(
 		func() (err error) { p.facts, err = q.Facts(ctx); p.tFacts = time.Since(t0); return err },
 		func() (err error) { p.tree, err = q.DeviceTree(ctx); p.tTree = time.Since(t0); return err },
 		func() error {
-			p.comp, p.compErr = sampleCompressibility(ctx, q.mon, q.mon.PeerPID())
-			p.tSample = time.Since(t0)
+			if sample {
+				p.comp, p.compErr = sampleCompressibility(ctx, q.mon, q.mon.PeerPID())
+				p.tSample = time.Since(t0)
+			}
 			return nil // optional: a failed sample leaves the hint unmeasured
 		},
 	)
@@ -35,4 +38,13 @@ func (q *QEMU) probeSource(ctx context.Context) (*sourceProbe, error) {
 		return nil, err
 	}
 	return p, nil
+}
+
+// measureMemory reports whether the source's compressibility sample can change the agreed
+// compression (SPEC §6.3): only auto compression on a plaintext stream to another host
+// depends on it. Elsewhere the sample (a read of guest RAM and a deflate, on the cores the
+// handshake needs) is skipped.
+func measureMemory(w Wants, tls bool, dest string) bool {
+	auto := w.Compression == "" || w.Compression == v2proto.CompressionAuto
+	return auto && !tls && !sameHost(dest)
 }

@@ -195,7 +195,7 @@ func (s *source) hello(ctx context.Context) (*v2proto.Hello, error) {
 		return nil, fmt.Errorf("driver: guest %s is waiting for an incoming migration; it has nothing to send", s.q.Name)
 	}
 	s.running = st.Running
-	p, err := s.q.probeSource(ctx)
+	p, err := s.q.probeSource(ctx, measureMemory(s.opts.Wants, !s.opts.Insecure, s.opts.Dest))
 	if err != nil {
 		return nil, err
 	}

@@ -21,7 +21,7 @@ func ExampleNegotiateParams() {
 	// Output:
 	// protocol-version=0 channels=4 compression=zstd level=0 postcopy=false preempt=false zero-copy=false bandwidth=unlimited downtime=300ms tls=true features=[]
 	// multifd-channels: asked 16, agreed 4 (destination-cores): destination allows at most 8; destination host has 4 cores
-	// multifd-compression: asked auto, agreed zstd (auto): 85% of memory compresses well (threshold 30%) and both QEMUs support zstd; on a TLS stream fewer bytes also mean less to encrypt
+	// multifd-compression: asked auto, agreed zstd (auto): TLS stream: without compression QEMU sends a TLS record per page, zstd packs whole multifd packets, so it is faster even on memory that does not compress
 	// postcopy-ram: asked true, agreed false (multifd-postcopy): v2 always uses multifd and multifd cannot be combined with postcopy before QEMU 10.1 (source QEMU 7.2.0: cannot, destination QEMU 7.2.0: cannot)
 	// max-bandwidth: asked auto, agreed unlimited (auto): v2 lifts QEMU's 128 MiB/s default
 	// downtime-limit: asked auto, agreed 300 (auto): QEMU's default downtime limit (ms)

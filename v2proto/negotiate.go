@@ -277,22 +277,21 @@ func NegotiateParams(w Wants, hint Compressibility, tls bool, src, dst *HostFact
 			why = "the source QEMU does not support zstd"
 		case !supports(dst, CompressionZstd):
 			why = "the destination QEMU does not support zstd"
+		case tls:
+			a.Compression = CompressionZstd
+			why = "TLS stream: without compression QEMU sends a TLS record per page, zstd packs whole multifd packets, so it is faster even on memory that does not compress"
+		case link == LinkSameHost:
+			why = "source and destination are on one host: copying is faster than compressing"
+		case link != 0 && link >= capacity:
+			why = fmt.Sprintf("the %d Mbit/s link is faster than zstd on %d cores (about %d Mbit/s)", link, coreBase(src, dst), capacity)
 		case !hint.Measured:
 			why = "no compressibility measurement from the source"
 		case hint.Percent < CompressibleThreshold:
 			why = fmt.Sprintf("only %d%% of memory compresses well (threshold %d%%)", hint.Percent, CompressibleThreshold)
-		case !tls && link == LinkSameHost:
-			why = fmt.Sprintf("%d%% of memory compresses well, but source and destination are on one host: copying is faster than compressing", hint.Percent)
-		case !tls && link != 0 && link >= capacity:
-			why = fmt.Sprintf("%d%% of memory compresses well, but the %d Mbit/s link is faster than zstd on %d cores (about %d Mbit/s)",
-				hint.Percent, link, coreBase(src, dst), capacity)
 		default:
 			a.Compression = CompressionZstd
 			why = fmt.Sprintf("%d%% of memory compresses well (threshold %d%%) and both QEMUs support zstd", hint.Percent, CompressibleThreshold)
-			switch {
-			case tls:
-				why += "; on a TLS stream fewer bytes also mean less to encrypt"
-			case link != 0:
+			if link != 0 {
 				why += fmt.Sprintf("; the %d Mbit/s link is slower than zstd on %d cores (about %d Mbit/s)", link, coreBase(src, dst), capacity)
 			}
 		}

@@ -286,11 +286,16 @@ func TestNegotiateParams(t *testing.T) {
 				w.Compression, *h, w.ZeroCopySend = "auto", Compressibility{Measured: true, Percent: 90}, true
 			},
 			check: func(a *Agreement) bool { return a.Compression == "none" && a.ZeroCopySend }, param: ParamCompression, reason: ReasonAuto},
-		{name: "compression auto, TLS, incompressible memory: none",
+		{name: "compression auto, TLS, incompressible memory: zstd (QEMU's TLS record per page)",
 			edit: func(w *Wants, h *Compressibility, tls *bool, _, _ *HostFacts, _ *Limits) {
 				w.Compression, *h, *tls = "auto", Compressibility{Measured: true, Percent: 0}, true
 			},
-			check: func(a *Agreement) bool { return a.Compression == "none" }, param: ParamCompression, reason: ReasonAuto},
+			check: func(a *Agreement) bool { return a.Compression == "zstd" }, param: ParamCompression, reason: ReasonAuto},
+		{name: "compression auto, TLS, memory not measured: zstd",
+			edit: func(w *Wants, h *Compressibility, tls *bool, _, _ *HostFacts, _ *Limits) {
+				w.Compression, *h, *tls = "auto", Compressibility{}, true
+			},
+			check: func(a *Agreement) bool { return a.Compression == "zstd" }, param: ParamCompression, reason: ReasonAuto},
 		{name: "compression auto, TLS, destination lacks zstd: none",
 			edit: func(w *Wants, _ *Compressibility, tls *bool, _, d *HostFacts, _ *Limits) {
 				w.Compression, *tls, d.Compression = "auto", true, []string{"none"}
