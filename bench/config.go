@@ -41,6 +41,7 @@ type Config struct {
 	TouchMiB int           `json:"touch_mib"`
 	Streams  int           `json:"tcp_streams"`         // N of the loopback ceiling
 	Idle     time.Duration `json:"destination_idle_ns"` // how long each fresh destination waits idle
+	WarmMiB  int           `json:"warm_mib,omitempty"`  // host memory touched and freed before each run, outside the clock (0: none)
 	Only     []string      `json:"only,omitempty"`      // contenders of the repetitions (none: all)
 }
 
@@ -48,6 +49,7 @@ func defaultConfig() Config {
 	return Config{
 		Reps: 3, Cases: slices.Clone(defaultCases), Sweep: sweepFull, Libvirt: true,
 		Cap: 40 * time.Second, MemMiB: 2048, TouchMiB: 1024, Streams: 4, Idle: time.Second,
+		WarmMiB: 3072,
 	}
 }
 
@@ -127,6 +129,13 @@ func configFromEnv(getenv func(string) string) (Config, error) {
 			}
 			*v.dst = n
 		}
+	}
+	if s := getenv("BENCH_WARM_MIB"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 {
+			errs = append(errs, fmt.Errorf("bench: BENCH_WARM_MIB=%q: want a whole number of MiB (0: off)", s))
+		}
+		c.WarmMiB = n
 	}
 	if v := getenv("BENCH_CONTENDERS"); v != "" {
 		for _, id := range strings.Split(v, ",") {

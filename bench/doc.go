@@ -32,6 +32,8 @@
 //	BENCH_OUT=docs/bench           where the report goes
 //	BENCH_KEEP=1                   keep the working directory (logs, certificates)
 //	BENCH_AGENT_LOG_LEVEL=debug    the agents' log level (debug logs their preparation times)
+//	BENCH_WARM_MIB=3072            touch and free this much memory before each run, outside the
+//	                               clock (0: off; why: warmHostMemory in local.go, docs/bench/NOTES.md)
 //
 // `bench -from docs/bench/results.json` runs nothing and writes the report again from saved
 // results (after a change to the report code).

@@ -24,9 +24,10 @@ type labEnv struct {
 	dir  string // world-writable: images, domain XML, serial sockets
 	img  guest.Image
 	logs string // where virsh's job statistics are kept (the bench's working directory)
+	warm int    // bytes of host memory warmed before each migration (Config.WarmMiB)
 }
 
-func upLab(ctx context.Context, img guest.Image, logs string) (*labEnv, error) {
+func upLab(ctx context.Context, img guest.Image, logs string, warm int) (*labEnv, error) {
 	for _, bin := range []string{"libvirtd", "virsh", "nsenter", "certtool"} {
 		if _, err := exec.LookPath(bin); err != nil {
 			return nil, fmt.Errorf("bench: %s is not installed (make deps installs libvirt-daemon-system, libvirt-clients, gnutls-bin), or run with BENCH_LIBVIRT=0", bin)
@@ -36,7 +37,7 @@ func upLab(ctx context.Context, img guest.Image, logs string) (*labEnv, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
 	}
-	e := &labEnv{base: base, dir: filepath.Join(base, "vm"), logs: logs}
+	e := &labEnv{base: base, dir: filepath.Join(base, "vm"), logs: logs, warm: warm}
 	uctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	t0 := time.Now()
@@ -231,6 +232,9 @@ func virshArgs(contender, xml, name, destURI string) []string {
 // job statistics. An error means the guest is lost.
 func (g *labGuest) migrate(ctx context.Context, contender string, limit time.Duration) (Run, error) {
 	src, dst := g.e.l.Hosts[g.host], g.e.l.Hosts[1-g.host]
+	if g.e.warm > 0 {
+		warmHostMemory(g.e.warm) // outside the clock, as for the local runs
+	}
 	r := Run{Case: g.c.String(), Contender: contender, Direction: src.Name + "->" + dst.Name, Started: time.Now()}
 	last, _ := g.con.LastHeartbeat()
 	vctx, cancelVirsh := context.WithCancel(ctx)

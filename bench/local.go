@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/mig2/mig2/qmp"
@@ -150,6 +151,10 @@ func (p *localPair) migrate(ctx context.Context, contender string, set *Setting,
 		dst.kill()
 		return r, err
 	}
+	if p.b.cfg.WarmMiB > 0 {
+		// Outside the clock: see warmHostMemory.
+		warmHostMemory(p.b.cfg.WarmMiB << 20)
+	}
 	last, _ := src.q.Console().LastHeartbeat()
 	switch contender {
 	case cQEMUDefaults:
@@ -197,6 +202,27 @@ func (p *localPair) settle(ctx context.Context, r *Run, src, dst *node, last gue
 		return fmt.Errorf("%w: the source does not run after %s: %v", errGuestLost, r.Contender, err)
 	}
 	return nil
+}
+
+// warmHostMemory touches n bytes of transparent-huge-page memory and frees it, so that the
+// kernel's free lists hold that much recently used memory when the destination QEMU fills its
+// RAM. When the bench machine is itself a VM whose hypervisor takes freed memory back
+// (virtio-balloon free page reporting, about 2 s after the free) and the kernel maps no shared
+// zero page, the first touch of memory that was reported costs some 3-5 ms per 2 MiB instead of
+// 0.1 ms, and QEMU 7.2's destination main thread pays it for every zero page it receives (it
+// reads each one): up to 2.5 s inside the downtime, for any contender. BENCH_WARM_MIB turns
+// this on.
+func warmHostMemory(n int) {
+	b, err := syscall.Mmap(-1, 0, n, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_ANONYMOUS)
+	if err != nil {
+		logf("warm host memory: %v", err)
+		return
+	}
+	_ = syscall.Madvise(b, 14) // MADV_HUGEPAGE, as QEMU advises guest RAM
+	for i := 0; i < len(b); i += 4096 {
+		b[i] = 1
+	}
+	_ = syscall.Munmap(b)
 }
 
 // isGuestLost reports whether err ends the case.

@@ -162,7 +162,7 @@ func (b *bench) run(ctx context.Context) (err error) {
 	}
 	defer b.stopAgents()
 	if b.cfg.Libvirt {
-		if b.lab, err = upLab(ctx, b.img, b.dir); err != nil {
+		if b.lab, err = upLab(ctx, b.img, b.dir, b.cfg.WarmMiB<<20); err != nil {
 			return err
 		}
 		defer b.lab.down()
