@@ -378,12 +378,9 @@ func (in *incoming) listen(ctx context.Context) (string, error) {
 		host = listenHost(in.a.cfg.Listen, in.a.ln.Addr())
 	}
 	in.started = true
-	if err := qmp.MigrateIncoming(ctx, in.mon, "tcp:"+net.JoinHostPort(host, "0")); err != nil {
-		return "", fmt.Errorf("driver: migrate-incoming: %w", err)
-	}
-	mi, err := qmp.QueryMigrate(ctx, in.mon)
+	mi, err := qmp.StartIncoming(ctx, in.mon, "tcp:"+net.JoinHostPort(host, "0"))
 	if err != nil {
-		return "", fmt.Errorf("driver: query-migrate: %w", err)
+		return "", fmt.Errorf("driver: start the incoming migration: %w", err)
 	}
 	port, err := incomingPort(mi)
 	if err != nil {

@@ -26,69 +26,76 @@ func applyPlan(ctx context.Context, ex qmp.Executor, p qemuPlan) (*applied, erro
 }
 
 // applyCaps sets a plan that its path's guard has checked (applyPlan for v2, applyV1 for v1).
-// Requests that do not depend on each other go out together (QMP pipelines them): reading the
-// previous state with adding the objects, then capabilities with parameters (the parameters
-// name the objects).
+// Everything goes out in one round, in order (qmp.InOrder): reading the previous state, adding
+// the objects, then capabilities and parameters (the parameters name the objects; QEMU looks
+// them up only when the migration starts). What failed is then handled one by one: an object
+// whose id a migration killed half-way left behind is replaced, a command that failed or did
+// not run is run again, and if anything still fails, everything is undone.
 func applyCaps(ctx context.Context, ex qmp.Executor, p qemuPlan) (*applied, error) {
 	a := &applied{}
-	var objErr error
-	err := concurrently(
-		func() (err error) {
-			if a.prevCaps, err = qmp.QueryMigrateCapabilities(ctx, ex); err != nil {
-				return fmt.Errorf("driver: read migration capabilities: %w", err)
-			}
-			return nil
-		},
-		func() (err error) {
-			if a.prevParams, err = qmp.QueryMigrateParameters(ctx, ex); err != nil {
-				return fmt.Errorf("driver: read migration parameters: %w", err)
-			}
-			return nil
-		},
-		func() error {
-			for _, o := range p.Objects { // in order
-				id, _ := o.ObjectArgs()["id"].(string)
-				err := qmp.ObjectAdd(ctx, ex, o)
-				if err != nil && qmp.ObjectDel(ctx, ex, id) == nil {
-					// A leftover from a migration that was killed half-way held the id.
-					err = qmp.ObjectAdd(ctx, ex, o)
-				}
-				if err != nil {
-					objErr = fmt.Errorf("driver: object-add %s: %w", id, err)
-					return nil
-				}
-				a.objects = append(a.objects, id)
-			}
-			return nil
-		},
-	)
-	if err != nil {
-		return nil, errors.Join(err, a.removeObjects(context.WithoutCancel(ctx), ex))
+	caps := []qmp.MigrationCapabilityStatus{}
+	if p.Caps != nil {
+		caps = p.Caps
+	}
+	cmds := []qmp.Command{
+		{Name: "query-migrate-capabilities", Result: &a.prevCaps},
+		{Name: "query-migrate-parameters", Result: &a.prevParams},
+	}
+	for _, o := range p.Objects {
+		cmds = append(cmds, qmp.Command{Name: "object-add", Args: o.ObjectArgs()})
+	}
+	cmds = append(cmds,
+		qmp.Command{Name: "migrate-set-capabilities", Args: map[string]any{"capabilities": caps}},
+		qmp.Command{Name: "migrate-set-parameters", Args: p.Params})
+	errs := qmp.InOrder(ctx, ex, cmds...)
+	objErrs, setErrs := errs[2:2+len(p.Objects)], errs[2+len(p.Objects):]
+	for i, o := range p.Objects {
+		if objErrs[i] == nil {
+			a.objects = append(a.objects, objectID(o))
+		}
 	}
 	fail := func(err error) (*applied, error) {
 		return nil, errors.Join(err, a.restore(context.WithoutCancel(ctx), ex))
 	}
-	if objErr != nil {
-		return fail(objErr)
+	if err := errors.Join(errs[0], errs[1]); err != nil {
+		// Without the previous state nothing can be put back but the objects.
+		return nil, errors.Join(fmt.Errorf("driver: read the migration settings: %w", err), a.removeObjects(context.WithoutCancel(ctx), ex))
 	}
-	err = concurrently(
-		func() error {
-			if err := qmp.MigrateSetCapabilities(ctx, ex, p.Caps); err != nil {
-				return fmt.Errorf("driver: set migration capabilities: %w", err)
-			}
-			return nil
-		},
-		func() error {
-			if err := qmp.MigrateSetParameters(ctx, ex, p.Params); err != nil {
-				return fmt.Errorf("driver: set migration parameters: %w", err)
-			}
-			return nil
-		},
-	)
-	if err != nil {
-		return fail(err)
+	for i, o := range p.Objects {
+		if objErrs[i] == nil {
+			continue
+		}
+		id := objectID(o)
+		err := objErrs[i]
+		switch {
+		case errors.Is(err, qmp.ErrNotRun):
+			err = qmp.ObjectAdd(ctx, ex, o)
+		case qmp.ObjectDel(ctx, ex, id) == nil:
+			// A leftover from a migration that was killed half-way held the id.
+			err = qmp.ObjectAdd(ctx, ex, o)
+		}
+		if err != nil {
+			return fail(fmt.Errorf("driver: object-add %s: %w", id, err))
+		}
+		a.objects = append(a.objects, id)
+	}
+	if setErrs[0] != nil {
+		if err := qmp.MigrateSetCapabilities(ctx, ex, p.Caps); err != nil {
+			return fail(fmt.Errorf("driver: set migration capabilities: %w", err))
+		}
+	}
+	if setErrs[1] != nil {
+		if err := qmp.MigrateSetParameters(ctx, ex, p.Params); err != nil {
+			return fail(fmt.Errorf("driver: set migration parameters: %w", err))
+		}
 	}
 	return a, nil
+}
+
+// objectID is the id an object is added under.
+func objectID(o qmp.Object) string {
+	id, _ := o.ObjectArgs()["id"].(string)
+	return id
 }
 
 // removeObjects deletes the objects added so far.

@@ -184,21 +184,31 @@ func (q *QEMU) Check(ctx context.Context, opts MigrateOptions) (*CheckReport, er
 
 func (s *source) hello(ctx context.Context) (*v2proto.Hello, error) {
 	t0 := time.Now()
-	st, err := qmp.QueryStatus(ctx, s.q.mon)
-	if err != nil {
-		return nil, fmt.Errorf("driver: query-status: %w", err)
-	}
-	if st.Status == qmp.RunStatePostMigrate {
+	// The run state and the probe go out together: probing a QEMU that turns out to have
+	// nothing to send reads it and changes nothing.
+	var (
+		st              qmp.StatusInfo
+		p               *sourceProbe
+		stErr, probeErr error
+	)
+	_ = concurrently(
+		func() error { st, stErr = qmp.QueryStatus(ctx, s.q.mon); return nil },
+		func() error {
+			p, probeErr = s.q.probeSource(ctx, measureMemory(s.opts.Wants, !s.opts.Insecure, s.opts.Dest))
+			return nil
+		},
+	)
+	switch {
+	case stErr != nil:
+		return nil, fmt.Errorf("driver: query-status: %w", stErr)
+	case st.Status == qmp.RunStatePostMigrate:
 		return nil, ErrStaleSource
-	}
-	if st.Status == qmp.RunStateInMigrate {
+	case st.Status == qmp.RunStateInMigrate:
 		return nil, fmt.Errorf("driver: guest %s is waiting for an incoming migration; it has nothing to send", s.q.Name)
+	case probeErr != nil:
+		return nil, probeErr
 	}
 	s.running = st.Running
-	p, err := s.q.probeSource(ctx, measureMemory(s.opts.Wants, !s.opts.Insecure, s.opts.Dest))
-	if err != nil {
-		return nil, err
-	}
 	if p.compErr != nil {
 		s.log.WithError(p.compErr).Debug("driver: compressibility not measured")
 	}

@@ -328,27 +328,80 @@ func decodeResult(cmd string, ret json.RawMessage, result any) error {
 }
 
 func (c *Conn) execute(ctx context.Context, cmd string, args any, oob bool) (json.RawMessage, error) {
+	id, ch, err := c.send(ctx, cmd, args, oob)
+	defer c.forget(id)
+	if err != nil {
+		return nil, err
+	}
+	return c.await(ctx, cmd, ch)
+}
+
+// Command is one command of ExecuteInOrder: its reply's "return" member is unmarshalled into
+// Result unless Result is nil.
+type Command struct {
+	Name         string
+	Args, Result any
+}
+
+// ExecuteInOrder sends cmds one after another without waiting, then waits for every reply:
+// one round trip for all of them. QEMU runs a monitor's commands in the order they arrive,
+// each to its end, so a command may rely on the ones before it having run; but it runs even
+// when one before it failed, so callers batch only commands whose failures they can undo. It
+// returns one error per command, nil where the command succeeded.
+func (c *Conn) ExecuteInOrder(ctx context.Context, cmds ...Command) []error {
+	errs := make([]error, len(cmds))
+	chans := make([]chan *Message, len(cmds))
+	for i, cmd := range cmds {
+		id, ch, err := c.send(ctx, cmd.Name, cmd.Args, false)
+		defer c.forget(id)
+		if err != nil {
+			for j := i; j < len(cmds); j++ { // the connection is unusable from here on
+				errs[j] = err
+			}
+			break
+		}
+		chans[i] = ch
+	}
+	for i, ch := range chans {
+		if ch == nil {
+			continue
+		}
+		ret, err := c.await(ctx, cmds[i].Name, ch)
+		if err == nil {
+			err = decodeResult(cmds[i].Name, ret, cmds[i].Result)
+		}
+		errs[i] = err
+	}
+	return errs
+}
+
+// send writes one command and returns its id and the channel its reply will arrive on; the
+// caller forgets the id when done with it (also after an error).
+func (c *Conn) send(ctx context.Context, cmd string, args any, oob bool) (string, chan *Message, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("qmp: %s: %w", cmd, err)
+		return "", nil, fmt.Errorf("qmp: %s: %w", cmd, err)
 	}
 	id := "mig2-" + strconv.FormatUint(c.nextID.Add(1), 10)
 	data, err := EncodeCommand(cmd, args, id, oob)
 	if err != nil {
-		return nil, err
+		return "", nil, err
 	}
 	ch := make(chan *Message, 1)
 	c.mu.Lock()
 	if c.pending == nil {
 		c.mu.Unlock()
-		return nil, c.closedErr(cmd)
+		return "", nil, c.closedErr(cmd)
 	}
 	c.pending[id] = ch
 	c.mu.Unlock()
-	defer c.forget(id)
-
 	if err := c.write(ctx, cmd, data); err != nil {
-		return nil, err
+		return id, nil, err
 	}
+	return id, ch, nil
+}
+
+// await waits for the reply on ch.
+func (c *Conn) await(ctx context.Context, cmd string, ch chan *Message) (json.RawMessage, error) {
 	select {
 	case m := <-ch:
 		return replyResult(cmd, m)

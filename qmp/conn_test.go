@@ -675,3 +675,71 @@ func TestTrace(t *testing.T) {
 		t.Fatalf("trace = %q", lines)
 	}
 }
+
+// ExecuteInOrder sends its commands in order before any reply, every command runs even after
+// one failed, and the first error in command order is returned.
+func TestExecuteInOrder(t *testing.T) {
+	var mu sync.Mutex
+	var seen []string
+	held := make(chan fakeRequest, 3)
+	c, _ := startFake(t, func(f *fakeQEMU, req fakeRequest) {
+		mu.Lock()
+		seen = append(seen, req.Execute)
+		mu.Unlock()
+		held <- req
+		if len(held) < 3 { // reply only once all three arrived: they were pipelined
+			return
+		}
+		for range 3 {
+			r := <-held
+			switch r.Execute {
+			case "migrate-incoming":
+				f.replyError(r, ClassGenericError, "port in use")
+			case "query-migrate":
+				f.reply(r, map[string]any{"status": "setup"})
+			default:
+				f.reply(r, map[string]any{})
+			}
+		}
+	})
+	var mi MigrationInfo
+	errs := InOrder(ctxTimeout(t, 2*time.Second), c,
+		Command{Name: "migrate-set-capabilities", Args: map[string]any{"capabilities": []any{}}},
+		Command{Name: "migrate-incoming", Args: map[string]string{"uri": "tcp:127.0.0.1:0"}},
+		Command{Name: "query-migrate", Result: &mi})
+	var qe *Error
+	if len(errs) != 3 || errs[0] != nil || !errors.As(errs[1], &qe) || qe.Command != "migrate-incoming" || errs[2] != nil {
+		t.Fatalf("errs = %v, want only migrate-incoming's", errs)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if strings.Join(seen, ",") != "migrate-set-capabilities,migrate-incoming,query-migrate" {
+		t.Fatalf("order %v", seen)
+	}
+	if mi.Status != MigrationSetup {
+		t.Fatalf("the command after the failed one did not run to its end: %+v", mi)
+	}
+}
+
+// recordingExecutor runs nothing: it records command names and fails the one named fail.
+type recordingExecutor struct {
+	fail string
+	ran  []string
+}
+
+func (r *recordingExecutor) Execute(_ context.Context, cmd string, _, _ any) error {
+	r.ran = append(r.ran, cmd)
+	if cmd == r.fail {
+		return &Error{Class: ClassGenericError, Desc: "no", Command: cmd}
+	}
+	return nil
+}
+
+// An Executor that cannot pipeline runs the commands one by one and stops at the first error.
+func TestInOrderSequentialFallback(t *testing.T) {
+	r := &recordingExecutor{fail: "b"}
+	errs := InOrder(context.Background(), r, Command{Name: "a"}, Command{Name: "b"}, Command{Name: "c"})
+	if strings.Join(r.ran, ",") != "a,b" || errs[0] != nil || errs[1] == nil || !errors.Is(errs[2], ErrNotRun) {
+		t.Fatalf("errs %v, ran %v: want b's error after a,b and c not run", errs, r.ran)
+	}
+}
