@@ -213,9 +213,7 @@ func (s *source) hello(ctx context.Context) (*v2proto.Hello, error) {
 		s.log.WithError(p.compErr).Debug("driver: compressibility not measured")
 	}
 	s.sum.Preflight.Facts, s.sum.Preflight.DeviceTree, s.sum.Preflight.Sample = p.tFacts, p.tTree, p.tSample
-	if qemuAtLeast(p.facts.QEMUVersion, 6, 0) { // QMP yank came with QEMU 6.0: cancelAndWait uses it
-		p.facts.Traits = append(p.facts.Traits, v2proto.TraitCancelYank)
-	}
+	p.facts.Traits = append(p.facts.Traits, SourceTraits(p.facts.QEMUVersion, true)...)
 	h := &v2proto.Hello{
 		MigrationID: s.id, Guest: s.q.Name, Wants: s.opts.Wants.proto(), Host: p.facts,
 		TLS: !s.opts.Insecure, DeviceTree: p.tree, Compressibility: p.comp,

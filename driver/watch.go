@@ -8,6 +8,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/mig2/mig2/qmp"
+	"github.com/mig2/mig2/v2proto"
 )
 
 // Progress is one sample of a running migration, from the source QEMU's query-migrate.
@@ -211,6 +212,24 @@ func cancelAndWait(ctx context.Context, mon qmp.Executor, limit time.Duration, l
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// SourceTraits are the traits a source announces in Hello besides its QEMU's (SPEC §4.0.1) for a
+// QEMU of that version; yanks says whether this source's mig2 can yank a stuck cancel (the
+// plain-QEMU path; libvirt's cannot without QMP pass-through).
+//   - cancel-yank: QMP yank came with QEMU 6.0, and cancelAndWait uses it.
+//   - multifd-teardown: QEMU 7.2 aborted, or hung its monitor, cancelling migrations with more
+//     than two multifd channels (docs/FAULTS.md); QEMU 9.0 rewrote multifd's teardown. Newer
+//     QEMUs are trusted with more channels; that trust was not measured here (7.2 only).
+func SourceTraits(qemuVersion string, yanks bool) []string {
+	var t []string
+	if yanks && qemuAtLeast(qemuVersion, 6, 0) {
+		t = append(t, v2proto.TraitCancelYank)
+	}
+	if qemuAtLeast(qemuVersion, 9, 0) {
+		t = append(t, v2proto.TraitMultifdTeardown)
+	}
+	return t
 }
 
 // qemuAtLeast reports whether a HostFacts QEMU version ("7.2.0") is at least major.minor.

@@ -200,11 +200,13 @@ const LinkSameHost = 0xFFFFFFFF
 // Traits defined by protocol version 1 (SPEC §4.0.1).
 const (
 	TraitMultifdPostcopy = "multifd-postcopy"
-	// TraitCancelYank: this source's mig2 ends a cancel stuck on a dead network with QMP yank.
-	// QEMU 7.2 stays "cancelling" until the connection comes back and then, with more than two
-	// multifd channels, aborts the source; so more channels are safe only from such a source
-	// (SPEC §4.0.1: announced, not yet used by the rules).
+	// TraitCancelYank: this source's mig2 ends a cancel stuck on a dead network with QMP yank
+	// (SPEC §4.0.1: announced, not used by version 1's rules).
 	TraitCancelYank = "cancel-yank"
+	// TraitMultifdTeardown: this source's QEMU is trusted to cancel a migration with more than
+	// two multifd channels cleanly. QEMU 7.2 is not: it aborted, or hung its monitor, in the
+	// fault tests (SPEC §6.2). Without it the auto channel count is at most 2.
+	TraitMultifdTeardown = "multifd-teardown"
 )
 
 // HasCapability reports whether the host's QEMU has migration capability name.

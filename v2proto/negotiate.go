@@ -230,6 +230,10 @@ func NegotiateParams(w Wants, hint Compressibility, tls bool, src, dst *HostFact
 		ch = coreBase(src, dst)
 		chDetail = append(chDetail, fmt.Sprintf("min(source cores %s, destination cores %s) clamped to [%d,%d] = %d",
 			cores(src.Cores), cores(dst.Cores), AutoChannelsMin, AutoChannelsMax, ch))
+		if ch > AutoChannelsMin && !src.HasTrait(TraitMultifdTeardown) {
+			ch = AutoChannelsMin
+			chDetail = append(chDetail, fmt.Sprintf("at most %d: the source QEMU (%s) does not cancel a migration with more multifd channels cleanly", ch, orUnknown(src.QEMUVersion)))
+		}
 		if lim.MaxChannels > 0 && ch > lim.MaxChannels {
 			ch, chReason = lim.MaxChannels, ReasonDestinationLimit
 			chDetail = append(chDetail, fmt.Sprintf("destination allows at most %d", lim.MaxChannels))
@@ -261,54 +265,10 @@ func NegotiateParams(w Wants, hint Compressibility, tls bool, src, dst *HostFact
 	}
 
 	// §6.3 compression.
-	supports := func(h *HostFacts, m string) bool { return m == CompressionNone || slices.Contains(h.Compression, m) }
-	zeroCopyPossible := w.ZeroCopySend && !tls && src.HasCapability(CapZeroCopySend)
-	switch m := w.Compression; m {
-	case CompressionNone:
-		a.Compression = CompressionNone
-	case "", CompressionAuto:
-		a.Compression = CompressionNone
-		var why string
-		link, capacity := linkMbps(src, dst), ZstdMbpsPerCore*coreBase(src, dst)
-		switch {
-		case zeroCopyPossible:
-			why = "zero-copy send was requested and needs no compression"
-		case !supports(src, CompressionZstd):
-			why = "the source QEMU does not support zstd"
-		case !supports(dst, CompressionZstd):
-			why = "the destination QEMU does not support zstd"
-		case tls:
-			a.Compression = CompressionZstd
-			why = "TLS stream: without compression QEMU sends a TLS record per page, zstd packs whole multifd packets, so it is faster even on memory that does not compress"
-		case link == LinkSameHost:
-			why = "source and destination are on one host: copying is faster than compressing"
-		case link != 0 && link >= capacity:
-			why = fmt.Sprintf("the %d Mbit/s link is faster than zstd on %d cores (about %d Mbit/s)", link, coreBase(src, dst), capacity)
-		case !hint.Measured:
-			why = "no compressibility measurement from the source"
-		case hint.Percent < CompressibleThreshold:
-			why = fmt.Sprintf("only %d%% of memory compresses well (threshold %d%%)", hint.Percent, CompressibleThreshold)
-		default:
-			a.Compression = CompressionZstd
-			why = fmt.Sprintf("%d%% of memory compresses well (threshold %d%%) and both QEMUs support zstd", hint.Percent, CompressibleThreshold)
-			if link != 0 {
-				why += fmt.Sprintf("; the %d Mbit/s link is slower than zstd on %d cores (about %d Mbit/s)", link, coreBase(src, dst), capacity)
-			}
-		}
-		adjust(ParamCompression, CompressionAuto, a.Compression, ReasonAuto, why)
-	default:
-		switch {
-		case !supports(src, m):
-			a.Compression = CompressionNone
-			adjust(ParamCompression, m, CompressionNone, ReasonUnsupportedSource,
-				fmt.Sprintf("source QEMU supports %v; falling back to none", src.Compression))
-		case !supports(dst, m):
-			a.Compression = CompressionNone
-			adjust(ParamCompression, m, CompressionNone, ReasonUnsupportedDestination,
-				fmt.Sprintf("destination QEMU supports %v; falling back to none", dst.Compression))
-		default:
-			a.Compression = m
-		}
+	compression := negotiateCompression(w, hint, tls, src, dst, a.Channels)
+	a.Compression = compression.Method
+	if compression.Adjustment != nil {
+		a.Adjustments = append(a.Adjustments, *compression.Adjustment)
 	}
 
 	lvl := w.CompressionLevel
@@ -438,4 +398,71 @@ func EqualAgreements(a, b *Agreement) (bool, string) {
 		return false, fmt.Sprintf("%s vs %s", a.String(), b.String())
 	}
 	return false, fmt.Sprintf("adjustments differ: %v vs %v", a.Adjustments, b.Adjustments)
+}
+
+// compressionChoice is §6.3's outcome: the method and, when it differs from what was asked or
+// was chosen automatically, the adjustment that says why.
+type compressionChoice struct {
+	Method     string
+	Adjustment *Adjustment
+}
+
+func (c *compressionChoice) adjust(asked, agreed string, r Reason, detail string) {
+	c.Adjustment = &Adjustment{Param: ParamCompression, Asked: asked, Agreed: agreed, Reason: r, Detail: detail}
+}
+
+// negotiateCompression applies §6.3's method rules; each of the agreed channels compresses on
+// its own thread.
+func negotiateCompression(w Wants, hint Compressibility, tls bool, src, dst *HostFacts, channels uint32) compressionChoice {
+	var c compressionChoice
+	supports := func(h *HostFacts, m string) bool { return m == CompressionNone || slices.Contains(h.Compression, m) }
+	zeroCopyPossible := w.ZeroCopySend && !tls && src.HasCapability(CapZeroCopySend)
+	switch m := w.Compression; m {
+	case CompressionNone:
+		c.Method = CompressionNone
+	case "", CompressionAuto:
+		c.Method = CompressionNone
+		var why string
+		link, capacity := linkMbps(src, dst), ZstdMbpsPerCore*min(channels, coreBase(src, dst))
+		switch {
+		case zeroCopyPossible:
+			why = "zero-copy send was requested and needs no compression"
+		case !supports(src, CompressionZstd):
+			why = "the source QEMU does not support zstd"
+		case !supports(dst, CompressionZstd):
+			why = "the destination QEMU does not support zstd"
+		case tls:
+			c.Method = CompressionZstd
+			why = "TLS stream: without compression QEMU sends a TLS record per page, zstd packs whole multifd packets, so it is faster even on memory that does not compress"
+		case link == LinkSameHost:
+			why = "source and destination are on one host: copying is faster than compressing"
+		case link != 0 && link >= capacity:
+			why = fmt.Sprintf("the %d Mbit/s link is faster than zstd on %d channels (about %d Mbit/s)", link, capacity/ZstdMbpsPerCore, capacity)
+		case !hint.Measured:
+			why = "no compressibility measurement from the source"
+		case hint.Percent < CompressibleThreshold:
+			why = fmt.Sprintf("only %d%% of memory compresses well (threshold %d%%)", hint.Percent, CompressibleThreshold)
+		default:
+			c.Method = CompressionZstd
+			why = fmt.Sprintf("%d%% of memory compresses well (threshold %d%%) and both QEMUs support zstd", hint.Percent, CompressibleThreshold)
+			if link != 0 {
+				why += fmt.Sprintf("; the %d Mbit/s link is slower than zstd on %d channels (about %d Mbit/s)", link, capacity/ZstdMbpsPerCore, capacity)
+			}
+		}
+		c.adjust(CompressionAuto, c.Method, ReasonAuto, why)
+	default:
+		switch {
+		case !supports(src, m):
+			c.Method = CompressionNone
+			c.adjust(m, CompressionNone, ReasonUnsupportedSource,
+				fmt.Sprintf("source QEMU supports %v; falling back to none", src.Compression))
+		case !supports(dst, m):
+			c.Method = CompressionNone
+			c.adjust(m, CompressionNone, ReasonUnsupportedDestination,
+				fmt.Sprintf("destination QEMU supports %v; falling back to none", dst.Compression))
+		default:
+			c.Method = m
+		}
+	}
+	return c
 }

@@ -168,6 +168,7 @@ func TestNegotiateParams(t *testing.T) {
 			edit: func(w *Wants, _ *Compressibility, tls *bool, s, d *HostFacts, _ *Limits) {
 				*tls = true
 				w.Channels, s.Cores, d.Cores = 0, 6, 4
+				s.Traits = []string{TraitMultifdTeardown}
 			},
 			check: func(a *Agreement) bool { return a.Channels == 4 }, param: ParamChannels, reason: ReasonAuto},
 		{name: "channels auto, TLS: at least 2",
@@ -180,14 +181,32 @@ func TestNegotiateParams(t *testing.T) {
 			edit: func(w *Wants, _ *Compressibility, tls *bool, s, d *HostFacts, _ *Limits) {
 				*tls = true
 				w.Channels, s.Cores, d.Cores = 0, 64, 32
+				s.Traits = []string{TraitMultifdTeardown}
 			},
 			check: func(a *Agreement) bool { return a.Channels == 8 }, param: ParamChannels, reason: ReasonAuto},
 		{name: "channels auto, TLS: one side's cores unknown",
 			edit: func(w *Wants, _ *Compressibility, tls *bool, s, d *HostFacts, _ *Limits) {
 				*tls = true
 				w.Channels, s.Cores, d.Cores = 0, 0, 6
+				s.Traits = []string{TraitMultifdTeardown}
 			},
 			check: func(a *Agreement) bool { return a.Channels == 6 }, param: ParamChannels, reason: ReasonAuto},
+		{name: "channels auto, many cores, source QEMU without multifd-teardown (QEMU 7.2): 2",
+			edit: func(w *Wants, _ *Compressibility, tls *bool, s, d *HostFacts, _ *Limits) {
+				*tls = true
+				w.Channels, s.Cores, d.Cores, s.Traits = 0, 16, 16, []string{TraitCancelYank}
+			},
+			check: func(a *Agreement) bool { return a.Channels == 2 }, param: ParamChannels, reason: ReasonAuto},
+		{name: "channels asked 8, many cores, source QEMU without multifd-teardown: 8 (the user's choice)",
+			edit: func(w *Wants, _ *Compressibility, _ *bool, s, d *HostFacts, _ *Limits) {
+				w.Channels, s.Cores, d.Cores = 8, 16, 16
+			},
+			check: func(a *Agreement) bool { return a.Channels == 8 }},
+		{name: "compression auto, compressible, 10 Gbit/s link, 2 channels (QEMU 7.2): none, zstd on 2 channels is slower",
+			edit: func(w *Wants, h *Compressibility, _ *bool, s, d *HostFacts, _ *Limits) {
+				w.Channels, w.Compression, *h, s.Cores, d.Cores, s.LinkMbps, d.LinkMbps = 0, "auto", Compressibility{Measured: true, Percent: 90}, 16, 16, 10000, 10000
+			},
+			check: func(a *Agreement) bool { return a.Compression == "none" && a.Channels == 2 }, param: ParamCompression, reason: ReasonAuto},
 		{name: "channels auto, TLS: no cores known",
 			edit: func(w *Wants, _ *Compressibility, tls *bool, s, d *HostFacts, _ *Limits) {
 				*tls = true
@@ -205,8 +224,9 @@ func TestNegotiateParams(t *testing.T) {
 			},
 			check: func(a *Agreement) bool { return a.Channels == 2 && a.Compression == "zstd" }, param: ParamChannels, reason: ReasonAuto},
 		{name: "channels auto, plaintext without compression: the destination's limit still holds",
-			edit: func(w *Wants, _ *Compressibility, _ *bool, _, _ *HostFacts, l *Limits) {
+			edit: func(w *Wants, _ *Compressibility, _ *bool, s, _ *HostFacts, l *Limits) {
 				w.Channels, l.MaxChannels = 0, 4
+				s.Traits = []string{TraitMultifdTeardown}
 			},
 			check: func(a *Agreement) bool { return a.Channels == 4 }, param: ParamChannels, reason: ReasonDestinationLimit},
 		{name: "channels auto: destination limit below 2 still gives 1",
@@ -246,6 +266,7 @@ func TestNegotiateParams(t *testing.T) {
 		{name: "compression auto, compressible, same host: none",
 			edit: func(w *Wants, h *Compressibility, _ *bool, s, d *HostFacts, _ *Limits) {
 				w.Channels, w.Compression, *h, s.LinkMbps, d.LinkMbps = 0, "auto", Compressibility{Measured: true, Percent: 90}, LinkSameHost, 0
+				s.Traits = []string{TraitMultifdTeardown}
 			},
 			check: func(a *Agreement) bool { return a.Compression == "none" && a.Channels == 8 }, param: ParamCompression, reason: ReasonAuto},
 		{name: "compression auto, compressible, link faster than zstd on the cores: none",
@@ -261,6 +282,7 @@ func TestNegotiateParams(t *testing.T) {
 		{name: "compression auto, compressible, many cores outrun the link: zstd",
 			edit: func(w *Wants, h *Compressibility, _ *bool, s, d *HostFacts, _ *Limits) {
 				w.Channels, w.Compression, *h, s.Cores, d.Cores, s.LinkMbps, d.LinkMbps = 0, "auto", Compressibility{Measured: true, Percent: 90}, 16, 16, 10000, 10000
+				s.Traits = []string{TraitMultifdTeardown}
 			},
 			check: func(a *Agreement) bool { return a.Compression == "zstd" && a.Channels == 8 }, param: ParamCompression, reason: ReasonAuto},
 		{name: "compression auto, compressible, TLS on one host: zstd",

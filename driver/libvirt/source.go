@@ -285,6 +285,7 @@ func (s *Source) hello(id string, o MigrateOptions) (*v2proto.Hello, error) {
 			return nil, err
 		}
 	}
+	facts.Traits = append(facts.Traits, driver.SourceTraits(facts.QEMUVersion, false)...)
 	destXML := o.DestXML
 	if destXML == "" {
 		destXML = xml

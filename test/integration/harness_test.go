@@ -138,8 +138,31 @@ func assertRunning(t *testing.T, v *vm) {
 	}
 	last, _ := v.Console().LastHeartbeat()
 	if _, err := v.Console().WaitHeartbeat(ctx, last.Seq); err != nil {
-		t.Fatalf("%s: no heartbeat after seq %d: %v", v.Name, last.Seq, err)
+		t.Fatalf("%s: no heartbeat after seq %d: %v\n%s", v.Name, last.Seq, err, diagnose(v))
 	}
+}
+
+// diagnose describes a guest that stopped answering: QEMU's run state and migration state, the
+// console's last lines and QEMU's own output, for a failure that cannot be reproduced at will.
+func diagnose(v *vm) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var b strings.Builder
+	if st, err := qmp.QueryStatus(ctx, v.mon); err != nil {
+		fmt.Fprintf(&b, "query-status: %v\n", err)
+	} else {
+		fmt.Fprintf(&b, "query-status: %s (running %v)\n", st.Status, st.Running)
+	}
+	var mi json.RawMessage
+	if err := v.mon.Execute(ctx, "query-migrate", nil, &mi); err != nil {
+		fmt.Fprintf(&b, "query-migrate: %v\n", err)
+	} else {
+		fmt.Fprintf(&b, "query-migrate: %s\n", mi)
+	}
+	lines := v.Console().Lines()
+	fmt.Fprintf(&b, "console, last lines:\n  %s\n", strings.Join(lines[max(0, len(lines)-15):], "\n  "))
+	fmt.Fprintf(&b, "QEMU output:\n%s", v.Stderr())
+	return b.String()
 }
 
 // assertIntact asks the guest for a full verify of its memory.
