@@ -190,6 +190,8 @@ type incoming struct {
 func (a *Agent) serve(ctx context.Context, d *v2proto.Destination) {
 	defer d.Close()
 	log := a.log.WithField("peer", d.Conn().PeerAddr())
+	ahead := a.readAhead(ctx, log) // readahead.go
+	defer ahead.discard()
 	hello, err := d.ReadHello(ctx)
 	if err != nil {
 		log.WithError(err).Warn("driver: no Hello")
@@ -210,7 +212,7 @@ func (a *Agent) serve(ctx context.Context, d *v2proto.Destination) {
 	defer a.release(hello.Guest)
 	if ok {
 		in := &incoming{a: a, d: d, g: g, log: log, id: hello.MigrationID}
-		err = in.run(ctx, hello)
+		err = in.run(ctx, hello, ahead.usableFor(hello.Guest, time.Now()))
 	} else {
 		err = a.cfg.Incoming.HandleIncoming(ctx, d, hello, log)
 	}
@@ -234,40 +236,33 @@ func sourceCancelledBeforeStart(err error) bool {
 		(ae.Stage == v2proto.StageHello || ae.Stage == v2proto.StageOffer || ae.Stage == v2proto.StageAgree || ae.Stage == v2proto.StageReady || ae.Stage == v2proto.StageStart)
 }
 
-// run is one incoming migration from Hello to Result.
-func (in *incoming) run(ctx context.Context, hello *v2proto.Hello) error {
+// run is one incoming migration from Hello to Result. r is the guest's QEMU as read ahead of
+// Hello, nil if it was not.
+func (in *incoming) run(ctx context.Context, hello *v2proto.Hello, r *guestReading) error {
 	d := in.d
 	t0 := time.Now()
-	mon, err := qmp.Dial(ctx, in.g.QMP, qmp.WithLogger(in.log))
-	if err != nil {
-		msg := fmt.Sprintf("cannot reach the QMP socket of guest %q here: %v", in.g.Name, err)
+	if r == nil || !r.claim() { // none read ahead, or it failed or expired: read now
+		r = readGuest(ctx, in.g, in.log)
+		r.claim()
+	}
+	defer r.discard() // after claim, only releases the reading's context
+	if r.dialErr != nil {
+		msg := fmt.Sprintf("cannot reach the QMP socket of guest %q here: %v", in.g.Name, r.dialErr)
 		_ = d.Abort(ctx, v2proto.AbortUnknownGuest, msg)
 		return errors.New("driver: " + msg)
 	}
+	mon := r.mon
 	in.mon = mon
 	defer mon.Close()
-	tConn := time.Now()
-	// The checks and the probe go out together (QMP pipelines them).
-	var (
-		facts    v2proto.HostFacts
-		tree     *qmp.DeviceTree
-		probeErr error
-		probed   = make(chan struct{})
-	)
-	go func() {
-		defer close(probed)
-		facts, tree, probeErr = probeQEMU(ctx, mon)
-	}()
-	if err := in.checkWaiting(ctx); err != nil {
-		<-probed
+	if err := r.waitErr; err != nil {
 		_ = d.Abort(ctx, v2proto.AbortUnknownGuest, err.Error())
 		return err
 	}
-	<-probed
-	if err := probeErr; err != nil {
+	if err := r.probeErr; err != nil {
 		_ = d.Abort(ctx, v2proto.AbortInternal, err.Error())
 		return err
 	}
+	facts, tree := r.facts, r.tree
 	facts.LinkMbps = LinkMbps(d.Conn())
 	offer := &v2proto.Offer{
 		Guest: in.g.Name, Host: facts, DeviceTree: convertTree(tree),
@@ -303,8 +298,8 @@ func (in *incoming) run(ctx context.Context, hello *v2proto.Hello) error {
 	if err := d.SendReady(ctx, uri); err != nil {
 		return in.cleanup(false, err)
 	}
-	in.log.WithField("stage", "ready").Debugf("driver: prepared: Hello to Offer %s (of which QMP connect %s), Agree to Ready %s (of which apply %s)",
-		tOffer.Sub(t0).Round(time.Microsecond), tConn.Sub(t0).Round(time.Microsecond), time.Since(tAgree).Round(time.Microsecond), tApplied.Sub(tAgree).Round(time.Microsecond))
+	in.log.WithField("stage", "ready").Debugf("driver: prepared: Hello to Offer %s (QEMU read %s before Hello, QMP connect %s), Agree to Ready %s (of which apply %s)",
+		tOffer.Sub(t0).Round(time.Microsecond), max(t0.Sub(r.at), 0).Round(time.Microsecond), r.tConn.Round(time.Microsecond), time.Since(tAgree).Round(time.Microsecond), tApplied.Sub(tAgree).Round(time.Microsecond))
 	if err := d.ReadStart(ctx); err != nil {
 		return in.cleanup(false, err)
 	}
@@ -313,7 +308,7 @@ func (in *incoming) run(ctx context.Context, hello *v2proto.Hello) error {
 }
 
 // checkWaiting makes sure the guest's QEMU waits for an incoming migration and has none yet.
-func (in *incoming) checkWaiting(ctx context.Context) error {
+func checkWaiting(ctx context.Context, mon *qmp.Conn, name string) error {
 	var (
 		mi     qmp.MigrationInfo
 		miErr  error
@@ -321,22 +316,22 @@ func (in *incoming) checkWaiting(ctx context.Context) error {
 	)
 	go func() {
 		defer close(miDone)
-		mi, miErr = qmp.QueryMigrate(ctx, in.mon)
+		mi, miErr = qmp.QueryMigrate(ctx, mon)
 	}()
 	defer func() { <-miDone }()
-	st, err := qmp.QueryStatus(ctx, in.mon)
+	st, err := qmp.QueryStatus(ctx, mon)
 	if err != nil {
-		return fmt.Errorf("driver: query-status of guest %q: %w", in.g.Name, err)
+		return fmt.Errorf("driver: query-status of guest %q: %w", name, err)
 	}
 	if st.Status != qmp.RunStateInMigrate {
-		return fmt.Errorf("driver: guest %q's QEMU here is %s, not waiting for an incoming migration (start it with -incoming defer)", in.g.Name, st.Status)
+		return fmt.Errorf("driver: guest %q's QEMU here is %s, not waiting for an incoming migration (start it with -incoming defer)", name, st.Status)
 	}
 	<-miDone
 	if err := miErr; err != nil {
-		return fmt.Errorf("driver: query-migrate of guest %q: %w", in.g.Name, err)
+		return fmt.Errorf("driver: query-migrate of guest %q: %w", name, err)
 	}
 	if mi.Status != qmp.MigrationNone {
-		return fmt.Errorf("driver: guest %q's QEMU here already has an incoming migration (%s); start a fresh QEMU with -incoming defer", in.g.Name, mi.Status)
+		return fmt.Errorf("driver: guest %q's QEMU here already has an incoming migration (%s); start a fresh QEMU with -incoming defer", name, mi.Status)
 	}
 	return nil
 }

@@ -1,0 +1,40 @@
+package driver
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+// A reading made ahead of Hello serves only the guest it read, and only while fresh.
+func TestReadAheadUsableFor(t *testing.T) {
+	now := time.Now()
+	r := &guestReading{guest: "web", at: now}
+	if r.usableFor("web", now.Add(time.Second)) != r {
+		t.Error("a fresh reading of the same guest was not used")
+	}
+	if r.usableFor("db", now) != nil {
+		t.Error("a reading of another guest was used")
+	}
+	if r.usableFor("web", now.Add(readAheadFresh+time.Millisecond)) != nil {
+		t.Error("a stale reading was used")
+	}
+	var none *guestReading
+	if none.usableFor("web", now) != nil {
+		t.Error("no reading, yet one was used")
+	}
+	none.discard() // must not panic
+}
+
+// A reading whose QMP socket does not answer ends with the dial's error, and discard returns.
+func TestReadAheadUnreachable(t *testing.T) {
+	r := readGuest(context.Background(), AgentGuest{Name: "web", QMP: filepath.Join(t.TempDir(), "none.qmp")}, logrus.New())
+	r.wait()
+	if r.dialErr == nil || r.claim() {
+		t.Fatalf("dialErr %v: want an error and no connection", r.dialErr)
+	}
+	r.discard()
+}
