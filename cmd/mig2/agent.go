@@ -142,6 +142,12 @@ resident memory ("agent: stats goroutines=N rss_kib=M").`,
 	return cmd
 }
 
+// libvirtAgent is the agent's libvirt side (--libvirt and the hook's options), served by
+// serveAgentWithLibvirt (libvirt.go; libvirt_exec.go in a build without libvirt).
+type libvirtAgent struct {
+	URI, HookSocket, HookPolicy string
+}
+
 // logListening says where the agent listens and how.
 func logListening(a *driver.Agent, cfg driver.AgentConfig) {
 	tlsNote := "TLS (mutual x509) from " + cfg.TLSDir

@@ -166,11 +166,6 @@ func hookHandler(lv *lvdriver.Incoming, policy lvdriver.Policy) hooks.Handler {
 	}
 }
 
-// libvirtAgent is the agent's libvirt side (--libvirt and the hook's options).
-type libvirtAgent struct {
-	URI, HookSocket, HookPolicy string
-}
-
 // serveAgentWithLibvirt runs the agent for its --guest QEMUs and for the domains of a local
 // libvirt, and answers the qemu hook on its socket, until ctx ends.
 func serveAgentWithLibvirt(ctx context.Context, cfg driver.AgentConfig, o libvirtAgent) error {

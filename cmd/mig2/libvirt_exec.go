@@ -38,11 +38,6 @@ func migrateLibvirt(context.Context, string, virshMigrate, *reporter) error   { 
 func migrateLibvirtV1(context.Context, string, virshMigrate, *reporter) error { return execLibvirt() }
 func checkLibvirt(*cobra.Command, string, virshMigrate) error                 { return execLibvirt() }
 
-// libvirtAgent is the agent's libvirt side (--libvirt and the hook's options).
-type libvirtAgent struct {
-	URI, HookSocket, HookPolicy string
-}
-
 func serveAgentWithLibvirt(context.Context, driver.AgentConfig, libvirtAgent) error {
 	return execLibvirt()
 }
