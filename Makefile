@@ -59,7 +59,7 @@ demo: deps guest build
 
 ## bench: the migration benchmark (bench/): mig2 against QEMU's defaults, virsh in the libvirt
 ## lab and the best hand-tuned QMP setting, on the test guest; writes docs/bench/ (README.md,
-## SVG plots, results.json). About 40 minutes on an idle 2-core machine. For development, shorten it with
+## SVG plots, results.json). About 50 minutes on an idle 2-core machine. For development, shorten it with
 ## BENCH_REPS=1 BENCH_CASES=rand:50 BENCH_SWEEP=minimal BENCH_LIBVIRT=0 (bench/doc.go).
 bench: deps guest build
 	$(GO) build -o bin/mig2-bench ./bench
