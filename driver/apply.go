@@ -33,20 +33,14 @@ func applyPlan(ctx context.Context, ex qmp.Executor, p qemuPlan) (*applied, erro
 // not run is run again, and if anything still fails, everything is undone.
 func applyCaps(ctx context.Context, ex qmp.Executor, p qemuPlan) (*applied, error) {
 	a := &applied{}
-	caps := []qmp.MigrationCapabilityStatus{}
-	if p.Caps != nil {
-		caps = p.Caps
-	}
 	cmds := []qmp.Command{
 		{Name: "query-migrate-capabilities", Result: &a.prevCaps},
 		{Name: "query-migrate-parameters", Result: &a.prevParams},
 	}
 	for _, o := range p.Objects {
-		cmds = append(cmds, qmp.Command{Name: "object-add", Args: o.ObjectArgs()})
+		cmds = append(cmds, qmp.ObjectAddCommand(o))
 	}
-	cmds = append(cmds,
-		qmp.Command{Name: "migrate-set-capabilities", Args: map[string]any{"capabilities": caps}},
-		qmp.Command{Name: "migrate-set-parameters", Args: p.Params})
+	cmds = append(cmds, qmp.SetCapabilitiesCommand(p.Caps), qmp.SetParametersCommand(p.Params))
 	errs := qmp.InOrder(ctx, ex, cmds...)
 	objErrs, setErrs := errs[2:2+len(p.Objects)], errs[2+len(p.Objects):]
 	for i, o := range p.Objects {

@@ -3,6 +3,7 @@ package qmp
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"path"
 )
@@ -229,7 +230,12 @@ func (o RawObject) ObjectArgs() map[string]any {
 
 // ObjectAdd runs object-add.
 func ObjectAdd(ctx context.Context, ex Executor, obj Object) error {
-	return ex.Execute(ctx, "object-add", obj.ObjectArgs(), nil)
+	return Run(ctx, ex, ObjectAddCommand(obj))
+}
+
+// ObjectAddCommand is object-add as a Command (for InOrder).
+func ObjectAddCommand(obj Object) Command {
+	return Command{Name: "object-add", Args: obj.ObjectArgs()}
 }
 
 // ObjectDel runs object-del.
@@ -243,4 +249,33 @@ func baseName(p string) string {
 		return ""
 	}
 	return path.Base(p)
+}
+
+// Run executes one Command on ex.
+func Run(ctx context.Context, ex Executor, c Command) error {
+	return ex.Execute(ctx, c.Name, c.Args, c.Result)
+}
+
+// ErrNotRun is InOrder's error for a command it did not send because one before it failed.
+var ErrNotRun = errors.New("qmp: not run: an earlier command of the batch failed")
+
+// InOrder runs cmds in order on ex and returns one error per command, nil where it succeeded.
+// Where ex can pipeline (Conn.ExecuteInOrder) they go out together and every command runs
+// whatever happened to the ones before it; otherwise they run one after another and those
+// after a failed one are not run (ErrNotRun).
+func InOrder(ctx context.Context, ex Executor, cmds ...Command) []error {
+	if p, ok := ex.(interface {
+		ExecuteInOrder(context.Context, ...Command) []error
+	}); ok {
+		return p.ExecuteInOrder(ctx, cmds...)
+	}
+	errs := make([]error, len(cmds))
+	for i, c := range cmds {
+		if i > 0 && errs[i-1] != nil {
+			errs[i] = ErrNotRun
+			continue
+		}
+		errs[i] = Run(ctx, ex, c)
+	}
+	return errs
 }

@@ -84,10 +84,15 @@ func QueryMigrateCapabilities(ctx context.Context, ex Executor) ([]MigrationCapa
 
 // MigrateSetCapabilities runs migrate-set-capabilities.
 func MigrateSetCapabilities(ctx context.Context, ex Executor, caps []MigrationCapabilityStatus) error {
+	return Run(ctx, ex, SetCapabilitiesCommand(caps))
+}
+
+// SetCapabilitiesCommand is migrate-set-capabilities as a Command (for InOrder).
+func SetCapabilitiesCommand(caps []MigrationCapabilityStatus) Command {
 	if caps == nil {
 		caps = []MigrationCapabilityStatus{}
 	}
-	return ex.Execute(ctx, "migrate-set-capabilities", map[string]any{"capabilities": caps}, nil)
+	return Command{Name: "migrate-set-capabilities", Args: map[string]any{"capabilities": caps}}
 }
 
 // MigrationParameters are the migration parameters (query-migrate-parameters,
@@ -150,13 +155,22 @@ func QueryMigrateParameters(ctx context.Context, ex Executor) (MigrationParamete
 // MigrateSetParameters runs migrate-set-parameters with the fields of p that
 // are set (and p.Extra).
 func MigrateSetParameters(ctx context.Context, ex Executor, p MigrationParameters) error {
-	return ex.Execute(ctx, "migrate-set-parameters", p, nil)
+	return Run(ctx, ex, SetParametersCommand(p))
+}
+
+// SetParametersCommand is migrate-set-parameters as a Command (for InOrder).
+func SetParametersCommand(p MigrationParameters) Command {
+	return Command{Name: "migrate-set-parameters", Args: p}
 }
 
 // MigrateIncoming runs migrate-incoming on a QEMU started with
 // "-incoming defer", e.g. uri "tcp:[::]:49152" or "unix:/run/mig.sock".
 func MigrateIncoming(ctx context.Context, ex Executor, uri string) error {
-	return ex.Execute(ctx, "migrate-incoming", map[string]string{"uri": uri}, nil)
+	return Run(ctx, ex, incomingCommand(uri))
+}
+
+func incomingCommand(uri string) Command {
+	return Command{Name: "migrate-incoming", Args: map[string]string{"uri": uri}}
 }
 
 // Migrate runs migrate to uri. QEMU answers at once; follow the migration
@@ -285,35 +299,9 @@ func QueryMigrate(ctx context.Context, ex Executor) (MigrationInfo, error) {
 // together: one round trip instead of two.
 func StartIncoming(ctx context.Context, ex Executor, uri string) (MigrationInfo, error) {
 	var m MigrationInfo
-	errs := InOrder(ctx, ex,
-		Command{Name: "migrate-incoming", Args: map[string]string{"uri": uri}},
-		Command{Name: "query-migrate", Result: &m})
+	errs := InOrder(ctx, ex, incomingCommand(uri), Command{Name: "query-migrate", Result: &m})
 	if err := errors.Join(errs...); err != nil {
 		return MigrationInfo{}, err
 	}
 	return m, nil
-}
-
-// ErrNotRun is InOrder's error for a command it did not send because one before it failed.
-var ErrNotRun = errors.New("qmp: not run: an earlier command of the batch failed")
-
-// InOrder runs cmds in order on ex and returns one error per command, nil where it succeeded.
-// Where ex can pipeline (Conn.ExecuteInOrder) they go out together and every command runs
-// whatever happened to the ones before it; otherwise they run one after another and those
-// after a failed one are not run (ErrNotRun).
-func InOrder(ctx context.Context, ex Executor, cmds ...Command) []error {
-	if p, ok := ex.(interface {
-		ExecuteInOrder(context.Context, ...Command) []error
-	}); ok {
-		return p.ExecuteInOrder(ctx, cmds...)
-	}
-	errs := make([]error, len(cmds))
-	for i, c := range cmds {
-		if i > 0 && errs[i-1] != nil {
-			errs[i] = ErrNotRun
-			continue
-		}
-		errs[i] = ex.Execute(ctx, c.Name, c.Args, c.Result)
-	}
-	return errs
 }

@@ -25,12 +25,9 @@ func migrateLibvirt(ctx context.Context, connect string, m virshMigrate, rep *re
 	if m.Timeout > 0 || m.TimeoutPostcopy {
 		return usageErrorf("--timeout is not supported on mig2's libvirt path yet; use --progress-timeout to cancel a stalled migration")
 	}
-	agent := m.Agent
-	if agent == "" {
-		var err error
-		if agent, err = lvdriver.AgentAddress(m.DestURI); err != nil {
-			return usageErrorf("%v", err)
-		}
+	agent, err := agentOf(m)
+	if err != nil {
+		return err
 	}
 	opts := lvdriver.MigrateOptions{
 		DestURI: m.DestURI, Agent: agent, Wants: wantsOf(m), TLSDir: tlsDirOf(m), Insecure: m.Insecure,
@@ -38,11 +35,7 @@ func migrateLibvirt(ctx context.Context, connect string, m virshMigrate, rep *re
 		ListenAddress: m.ListenAddress, DestName: m.DName, SkipDeviceCheck: m.SkipDeviceCheck,
 		Deep: m.Deep, OnProgress: rep.progress, Log: logrus.StandardLogger(),
 	}
-	var err error
-	if opts.DestXML, err = readDestXML(m); err != nil {
-		return err
-	}
-	src, err := lvdriver.Open(ctx, connect, m.Domain, opts.Log)
+	src, err := openLibvirtSource(ctx, connect, m, &opts)
 	if err != nil {
 		return err
 	}
@@ -60,11 +53,7 @@ func migrateLibvirt(ctx context.Context, connect string, m virshMigrate, rep *re
 func migrateLibvirtV1(ctx context.Context, connect string, m virshMigrate, rep *reporter) error {
 	opts := lvdriver.MigrateOptions{DestURI: m.DestURI, Flags: libvirtV1Flags(m), MigrateURI: m.MigrateURI, ListenAddress: m.ListenAddress,
 		DestName: m.DName, Wants: driver.Wants{MaxBandwidth: int64(m.Bandwidth) << 20}, OnProgress: rep.progress, Log: logrus.StandardLogger()}
-	var err error
-	if opts.DestXML, err = readDestXML(m); err != nil {
-		return err
-	}
-	src, err := lvdriver.Open(ctx, connect, m.Domain, opts.Log)
+	src, err := openLibvirtSource(ctx, connect, m, &opts)
 	if err != nil {
 		return err
 	}
@@ -81,20 +70,13 @@ func migrateLibvirtV1(ctx context.Context, connect string, m virshMigrate, rep *
 // checkLibvirt is mig2 check for a libvirt domain: the same handshake as mig2 migrate, then an
 // Abort instead of the migration.
 func checkLibvirt(cmd *cobra.Command, connect string, m virshMigrate) error {
-	agent := m.Agent
-	if agent == "" {
-		var err error
-		if agent, err = lvdriver.AgentAddress(m.DestURI); err != nil {
-			return usageErrorf("%v", err)
-		}
+	agent, err := agentOf(m)
+	if err != nil {
+		return err
 	}
 	opts := lvdriver.MigrateOptions{DestURI: m.DestURI, Agent: agent, Wants: wantsOf(m), TLSDir: tlsDirOf(m), Insecure: m.Insecure,
 		ServerName: m.TLSDestination, SkipDeviceCheck: m.SkipDeviceCheck, Deep: m.Deep, Log: logrus.StandardLogger()}
-	var err error
-	if opts.DestXML, err = readDestXML(m); err != nil {
-		return err
-	}
-	src, err := lvdriver.Open(cmd.Context(), connect, m.Domain, opts.Log)
+	src, err := openLibvirtSource(cmd.Context(), connect, m, &opts)
 	if err != nil {
 		return err
 	}
@@ -200,4 +182,26 @@ func serveAgentWithLibvirt(ctx context.Context, cfg driver.AgentConfig, o libvir
 		err = herr // the hook's socket failed on its own
 	}
 	return err
+}
+
+// agentOf is the destination agent's address: --agent, else the destination URI's host at
+// port 16520.
+func agentOf(m virshMigrate) (string, error) {
+	if m.Agent != "" {
+		return m.Agent, nil
+	}
+	agent, err := lvdriver.AgentAddress(m.DestURI)
+	if err != nil {
+		return "", usageErrorf("%v", err)
+	}
+	return agent, nil
+}
+
+// openLibvirtSource reads --xml into opts and opens the domain to migrate; the caller closes it.
+func openLibvirtSource(ctx context.Context, connect string, m virshMigrate, opts *lvdriver.MigrateOptions) (*lvdriver.Source, error) {
+	var err error
+	if opts.DestXML, err = readDestXML(m); err != nil {
+		return nil, err
+	}
+	return lvdriver.Open(ctx, connect, m.Domain, opts.Log)
 }
