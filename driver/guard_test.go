@@ -31,9 +31,6 @@ type fakeSource struct {
 	deviceEnd  qmp.MigrationStatus // what device ends in
 	stuck      bool                // the network is dead: a cancel stays "cancelling" until yank
 	noYank     bool                // a QEMU without the yank command
-	multifd    bool                // the multifd capability is on
-	bandwidth  int64               // max-bandwidth
-	bandwidths []int64             // every max-bandwidth set, in order
 	calls      []string
 }
 
@@ -82,16 +79,7 @@ func (f *fakeSource) Execute(ctx context.Context, cmd string, args, result any) 
 		reply = map[string]any{"status": f.run, "running": f.run == qmp.RunStateRunning}
 	case "cont":
 		f.run = qmp.RunStateRunning
-	case "query-migrate-capabilities":
-		reply = []map[string]any{{"capability": qmp.CapMultifd, "state": f.multifd}}
-	case "query-migrate-parameters":
-		reply = map[string]any{"max-bandwidth": f.bandwidth}
-	case "migrate-set-parameters":
-		if p, ok := args.(qmp.MigrationParameters); ok && p.MaxBandwidth != nil {
-			f.bandwidth = *p.MaxBandwidth
-			f.bandwidths = append(f.bandwidths, f.bandwidth)
-		}
-	case "migrate-set-capabilities", "object-del":
+	case "migrate-set-parameters", "migrate-set-capabilities", "object-del":
 	default:
 		return errors.New("fake: unexpected " + cmd)
 	}
@@ -329,58 +317,5 @@ func TestCancelAndWaitYanks(t *testing.T) {
 	f = &fakeSource{status: qmp.MigrationActive}
 	if _, err := cancelAndWait(context.Background(), f, 10*time.Second, log); err != nil || slices.Contains(f.calls, "yank") {
 		t.Errorf("a cancel that finishes at once: %v, calls %v (no yank wanted)", err, f.calls)
-	}
-}
-
-// TestCancelQuiesces: an active multifd migration is brought to a crawl before migrate_cancel
-// (QEMU 7.2's multifd sync deadlock), and its max-bandwidth is put back once the cancel is
-// over; a migration that is not sending multifd RAM is cancelled at once.
-func TestCancelQuiesces(t *testing.T) {
-	f := &fakeSource{status: qmp.MigrationActive, run: qmp.RunStateRunning, wasRunning: true, multifd: true, bandwidth: 0}
-	start := time.Now()
-	info, err := cancelAndWait(context.Background(), f, 10*time.Second, quietLog())
-	if err != nil || info.Status != qmp.MigrationCancelled {
-		t.Fatalf("cancel: %s, %v", info.Status, err)
-	}
-	if el := time.Since(start); el < QuiesceFor {
-		t.Errorf("the cancel came %s after the crawl, want at least %s", el, QuiesceFor)
-	}
-	setAt, cancelAt := slices.Index(f.calls, "migrate-set-parameters"), slices.Index(f.calls, "migrate_cancel")
-	if setAt < 0 || cancelAt < setAt {
-		t.Fatalf("calls %v: want the crawl before migrate_cancel", f.calls)
-	}
-	if want := []int64{quiesceBandwidth, 0}; !slices.Equal(f.bandwidths, want) {
-		t.Errorf("max-bandwidth set to %v, want %v (crawl, then the previous value)", f.bandwidths, want)
-	}
-
-	for _, f := range []*fakeSource{
-		{status: qmp.MigrationActive, multifd: false},
-		{status: qmp.MigrationPreSwitchover, run: qmp.RunStatePaused, multifd: true},
-	} {
-		if _, err := cancelAndWait(context.Background(), f, 10*time.Second, quietLog()); err != nil {
-			t.Fatal(err)
-		}
-		if len(f.bandwidths) != 0 {
-			t.Errorf("%s, multifd %v: max-bandwidth set %v, want untouched", f.status, f.multifd, f.bandwidths)
-		}
-	}
-}
-
-func TestNeedsQuiesce(t *testing.T) {
-	for _, tc := range []struct {
-		status  qmp.MigrationStatus
-		multifd bool
-		want    bool
-	}{
-		{qmp.MigrationActive, true, true},
-		{qmp.MigrationActive, false, false},
-		{qmp.MigrationSetup, true, false},
-		{qmp.MigrationPreSwitchover, true, false},
-		{qmp.MigrationCancelling, true, false},
-		{qmp.MigrationDevice, true, false},
-	} {
-		if got := needsQuiesce(tc.status, tc.multifd); got != tc.want {
-			t.Errorf("needsQuiesce(%s, %v) = %v, want %v", tc.status, tc.multifd, got, tc.want)
-		}
 	}
 }

@@ -185,14 +185,6 @@ func watchSource(ctx context.Context, mon qmp.Monitor, cfg watchConfig) (qmp.Mig
 func cancelAndWait(ctx context.Context, mon qmp.Executor, limit time.Duration, log logrus.FieldLogger) (qmp.MigrationInfo, error) {
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
-	if prev, ok := quiesce(ctx, mon, log); ok {
-		defer func() {
-			// The crawl was for the cancel only: the QEMU keeps its own setting.
-			if err := qmp.MigrateSetParameters(context.WithoutCancel(ctx), mon, qmp.MigrationParameters{MaxBandwidth: &prev}); err != nil {
-				log.WithError(err).Warn("driver: restoring max-bandwidth after the cancel")
-			}
-		}()
-	}
 	if err := qmp.MigrateCancel(ctx, mon); err != nil {
 		return qmp.MigrationInfo{}, fmt.Errorf("driver: migrate_cancel: %w", err)
 	}
@@ -220,67 +212,6 @@ func cancelAndWait(ctx context.Context, mon qmp.Executor, limit time.Duration, l
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-}
-
-// QEMU 7.2 can deadlock a multifd migration it cancels (docs/FAULTS.md, "multifd cancel"):
-// its migration thread, inside multifd_send_sync_main, waits for every channel to confirm a
-// sync packet, and a channel thread that wakes to find another channel failed (the
-// destination closes its streams once the cancel reaches it) exits without confirming. The
-// migration then stays "cancelling" for ever; yank cannot help, it is not blocked on I/O.
-// The sync runs at the end of every RAM iteration, so at full speed the migration thread is
-// in it much of the time. quiesceBandwidth for QuiesceFor first brings the migration to a
-// crawl: the running iteration ends at its next rate check, its sync completes while the
-// destination still reads, and the thread then sleeps out its rate window (100 ms), where a
-// cancel finds it. QEMU applies max-bandwidth at once; 0 would mean unlimited.
-const (
-	quiesceBandwidth = 64 << 10 // bytes/s
-	QuiesceFor       = 150 * time.Millisecond
-)
-
-// needsQuiesce says whether a migration must be brought to a crawl before it is cancelled:
-// only an active multifd migration sends RAM and syncs its channels (pre-switchover waits,
-// paused; setup has no channels yet).
-func needsQuiesce(status qmp.MigrationStatus, multifd bool) bool {
-	return multifd && status == qmp.MigrationActive
-}
-
-// quiesce brings an active multifd migration to a crawl before its cancel and returns the
-// max-bandwidth it replaced; ok is false when it did nothing. It is best-effort: a QEMU that
-// does not answer is cancelled as it is.
-func quiesce(ctx context.Context, mon qmp.Executor, log logrus.FieldLogger) (prev int64, ok bool) {
-	info, err := qmp.QueryMigrate(ctx, mon)
-	if err != nil {
-		return 0, false
-	}
-	caps, err := qmp.QueryMigrateCapabilities(ctx, mon)
-	if err != nil || !needsQuiesce(info.Status, capOn(caps, qmp.CapMultifd)) {
-		return 0, false
-	}
-	params, err := qmp.QueryMigrateParameters(ctx, mon)
-	if err != nil || params.MaxBandwidth == nil {
-		return 0, false
-	}
-	crawl := int64(quiesceBandwidth)
-	if err := qmp.MigrateSetParameters(ctx, mon, qmp.MigrationParameters{MaxBandwidth: &crawl}); err != nil {
-		log.WithError(err).Warn("driver: slowing the migration down before its cancel")
-		return 0, false
-	}
-	log.Debugf("driver: migration slowed to %d B/s for %s before its cancel (QEMU 7.2 multifd sync)", crawl, QuiesceFor)
-	select {
-	case <-ctx.Done():
-	case <-time.After(QuiesceFor):
-	}
-	return *params.MaxBandwidth, true
-}
-
-// capOn reports whether the capability name is on in caps.
-func capOn(caps []qmp.MigrationCapabilityStatus, name string) bool {
-	for _, c := range caps {
-		if c.Capability == name {
-			return c.State
-		}
-	}
-	return false
 }
 
 // SourceTraits are the traits a source announces in Hello besides its QEMU's (SPEC §4.0.1) for a

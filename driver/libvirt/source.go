@@ -25,8 +25,6 @@ type Source struct {
 	dom  *golibvirt.Domain
 	Name string
 	log  logrus.FieldLogger
-
-	speed int64 // the migration speed mig2 last set (bytes/s; 0 = unlimited)
 }
 
 // Open connects to libvirt at uri and looks the domain up.
@@ -154,7 +152,7 @@ func (s *Source) Migrate(ctx context.Context, o MigrateOptions) (*driver.Summary
 	sum.Preflight.Total = time.Since(start)
 	go func() { done <- s.dom.MigrateToURI3(o.DestURI, params, flags) }()
 	var lastKeepalive time.Time
-	last, migErr := s.follow(ctx, done, true, func(p driver.Progress) {
+	last, migErr := s.follow(ctx, done, func(p driver.Progress) {
 		if o.OnProgress != nil {
 			o.OnProgress(p)
 		}
@@ -221,36 +219,9 @@ func (o MigrateOptions) setCommon(p *golibvirt.DomainMigrateParameters) {
 func (s *Source) setSpeed(bps int64) error {
 	speed := uint64(unlimitedMiBps)
 	if bps > 0 {
-		speed = uint64(max(bps>>20, 1))
+		speed = uint64(bps >> 20)
 	}
-	if err := s.dom.MigrateSetMaxSpeed(speed, 0); err != nil {
-		return err
-	}
-	s.speed = bps
-	return nil
-}
-
-// abort aborts the domain's migration job. A multifd job is first brought to a crawl, as
-// driver's cancel does for plain QEMU (QEMU 7.2's multifd cancel deadlock, docs/FAULTS.md);
-// libvirt's slowest speed is 1 MiB/s. The speed mig2 had set is put back once the job is
-// aborted.
-func (s *Source) abort(multifd bool) {
-	if multifd {
-		prev := s.speed
-		if err := s.setSpeed(1 << 20); err != nil {
-			s.log.WithError(err).Warn("libvirt: slowing the migration down before its abort")
-		} else {
-			time.Sleep(driver.QuiesceFor)
-			defer func() {
-				if err := s.setSpeed(prev); err != nil {
-					s.log.WithError(err).Warn("libvirt: restoring the migration speed after the abort")
-				}
-			}()
-		}
-	}
-	if err := s.dom.AbortJob(); err != nil {
-		s.log.WithError(err).Warn("libvirt: AbortJob")
-	}
+	return s.dom.MigrateSetMaxSpeed(speed, 0)
 }
 
 // unlimitedMiBps is libvirt's largest migration speed (QEMU_DOMAIN_MIG_BANDWIDTH_MAX): no cap.
@@ -340,7 +311,7 @@ func wantsOf(w driver.Wants) v2proto.Wants {
 
 // follow polls libvirt's job statistics until MigrateToURI3 returns; a cancelled ctx aborts
 // the job (libvirt then resumes the source domain itself). It returns the last statistics seen.
-func (s *Source) follow(ctx context.Context, done <-chan error, multifd bool, onProgress func(driver.Progress)) (*golibvirt.DomainJobInfo, error) {
+func (s *Source) follow(ctx context.Context, done <-chan error, onProgress func(driver.Progress)) (*golibvirt.DomainJobInfo, error) {
 	tick := time.NewTicker(300 * time.Millisecond)
 	defer tick.Stop()
 	aborted := false
@@ -352,7 +323,9 @@ func (s *Source) follow(ctx context.Context, done <-chan error, multifd bool, on
 		case <-ctx.Done():
 			if !aborted {
 				aborted = true
-				s.abort(multifd)
+				if err := s.dom.AbortJob(); err != nil {
+					s.log.WithError(err).Warn("libvirt: AbortJob")
+				}
 			}
 		case <-tick.C:
 			if st, err := s.dom.GetJobStats(0); err == nil && st.DataTotalSet {
@@ -494,7 +467,7 @@ func (s *Source) MigrateV1(ctx context.Context, o MigrateOptions, compMethods []
 	}
 	done := make(chan error, 1)
 	go func() { done <- s.dom.MigrateToURI3(o.DestURI, p, o.Flags) }()
-	last, err := s.follow(ctx, done, false, o.OnProgress)
+	last, err := s.follow(ctx, done, o.OnProgress)
 	if last != nil {
 		fillStats(sum, last)
 	}
