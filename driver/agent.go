@@ -59,9 +59,10 @@ type Agent struct {
 	guests map[string]AgentGuest
 	log    logrus.FieldLogger
 
-	mu   sync.Mutex
-	busy map[string]string // guest → migration id
-	wg   sync.WaitGroup
+	mu       sync.Mutex
+	busy     map[string]claim // guest → the session migrating it
+	sessions uint64           // claims made, numbering them
+	wg       sync.WaitGroup
 }
 
 // NewAgent checks the configuration and starts listening.
@@ -94,7 +95,7 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Agent{cfg: cfg, ln: ln, guests: guests, log: cfg.Log, busy: map[string]string{}}, nil
+	return &Agent{cfg: cfg, ln: ln, guests: guests, log: cfg.Log, busy: map[string]claim{}}, nil
 }
 
 // Addr is where the agent listens.
@@ -148,19 +149,32 @@ func (a *Agent) inFlight() int {
 	return len(a.busy)
 }
 
-func (a *Agent) claim(guest, id string) (string, bool) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if other, ok := a.busy[guest]; ok {
-		return other, false
-	}
-	a.busy[guest] = id
-	return "", true
+// claim is one session's hold on a guest: its migration id, for messages, and its number, so
+// that a session releases only its own claim.
+type claim struct {
+	id string
+	n  uint64
 }
 
-func (a *Agent) release(guest string) {
+// claim takes guest for migration id; ok is false, with the migration holding it, if it is taken.
+func (a *Agent) claim(guest, id string) (c claim, other string, ok bool) {
 	a.mu.Lock()
-	delete(a.busy, guest)
+	defer a.mu.Unlock()
+	if held, taken := a.busy[guest]; taken {
+		return claim{}, held.id, false
+	}
+	a.sessions++
+	c = claim{id: id, n: a.sessions}
+	a.busy[guest] = c
+	return c, "", true
+}
+
+// release ends claim c on guest; a claim another session has taken since stays.
+func (a *Agent) release(guest string, c claim) {
+	a.mu.Lock()
+	if a.busy[guest] == c {
+		delete(a.busy, guest)
+	}
 	a.mu.Unlock()
 }
 
@@ -184,7 +198,8 @@ type incoming struct {
 	stderr  string // the QEMU's stderr file, "" when unknown
 	offset  int64  // its size when the migration began
 	applied *applied
-	started bool // migrate-incoming was called: this QEMU cannot take another migration
+	started bool  // migrate-incoming was called: this QEMU cannot take another migration
+	claim   claim // this session's hold on the guest
 }
 
 func (a *Agent) serve(ctx context.Context, d *v2proto.Destination) {
@@ -204,14 +219,15 @@ func (a *Agent) serve(ctx context.Context, d *v2proto.Destination) {
 		log.Warn("driver: refused: unknown guest")
 		return
 	}
-	if other, ok := a.claim(hello.Guest, hello.MigrationID); !ok {
+	c, other, claimed := a.claim(hello.Guest, hello.MigrationID)
+	if !claimed {
 		_ = d.Abort(ctx, v2proto.AbortBusy, fmt.Sprintf("guest %q is already being migrated here (migration %s)", hello.Guest, other))
 		log.Warn("driver: refused: guest busy")
 		return
 	}
-	defer a.release(hello.Guest)
+	defer a.release(hello.Guest, c)
 	if ok {
-		in := &incoming{a: a, d: d, g: g, log: log, id: hello.MigrationID}
+		in := &incoming{a: a, d: d, g: g, log: log, id: hello.MigrationID, claim: c}
 		err = in.run(ctx, hello, ahead.usableFor(hello.Guest, time.Now()))
 	} else {
 		err = a.cfg.Incoming.HandleIncoming(ctx, d, hello, log)
@@ -272,24 +288,57 @@ func (in *incoming) run(ctx context.Context, hello *v2proto.Hello, r *guestReadi
 		return err
 	}
 	tOffer := time.Now()
+	// The agreement is known once the Offer is out: the source's Agree must equal this side's
+	// own computation (ReadAgree refuses any other). So the QEMU is prepared while Agree is on
+	// its way, sending only what changes from the settings read ahead. A source that aborts
+	// instead (mig2 check does) finds it put back.
+	type applyResult struct {
+		applied *applied
+		planErr error // the agreed set cannot be planned for this QEMU
+		err     error
+		at      time.Time
+	}
+	var applyCh chan applyResult
+	if expected, err := d.Expected(); err == nil {
+		applyCh = make(chan applyResult, 1)
+		go func() { // owned: run receives its result on every path below
+			plan, err := planV2(RoleDestination, SettingsOf(expected), TLSSetup{Dir: serverTLSDir(in.a.cfg.TLSDir), Peers: dnForms(d.Conn().PeerDN())}, facts.Capabilities, in.id)
+			if err != nil {
+				applyCh <- applyResult{planErr: err, at: time.Now()}
+				return
+			}
+			a, err := applyPlanOn(ctx, mon, plan, r.state)
+			applyCh <- applyResult{applied: a, err: err, at: time.Now()}
+		}()
+	}
 	agreed, err := d.ReadAgree(ctx)
+	var ar applyResult
+	if applyCh != nil {
+		ar = <-applyCh
+	}
 	if err != nil {
+		// Nothing is migrating: the guest is free for the next session (a migrate right after
+		// a check), which reaches the QEMU once this one has put the settings back and let go
+		// of the QMP socket (QEMU serves one client at a time).
+		in.a.release(in.g.Name, in.claim)
+		if rerr := ar.applied.restore(context.WithoutCancel(ctx), mon); rerr != nil {
+			in.log.WithError(rerr).Warn("driver: putting the QEMU's migration settings back")
+		}
 		return err
 	}
 	tAgree := time.Now()
 	in.log.WithField("stage", "agreed").Infof("driver: agreed %s", agreed)
 	in.findStderr()
-
-	plan, err := planV2(RoleDestination, SettingsOf(agreed), TLSSetup{Dir: serverTLSDir(in.a.cfg.TLSDir), Peers: dnForms(d.Conn().PeerDN())}, facts.Capabilities, in.id)
-	if err != nil {
-		_ = d.Abort(ctx, v2proto.AbortApplyFailed, err.Error())
-		return err
+	switch {
+	case ar.planErr != nil:
+		_ = d.Abort(ctx, v2proto.AbortApplyFailed, ar.planErr.Error())
+		return ar.planErr
+	case ar.err != nil:
+		_ = d.Abort(ctx, v2proto.AbortApplyFailed, "the destination could not apply the agreed set: "+ar.err.Error())
+		return ar.err
 	}
-	if in.applied, err = applyPlan(ctx, mon, plan); err != nil {
-		_ = d.Abort(ctx, v2proto.AbortApplyFailed, "the destination could not apply the agreed set: "+err.Error())
-		return err
-	}
-	tApplied := time.Now()
+	in.applied = ar.applied
+	tApplied := ar.at
 	uri, err := in.listen(ctx)
 	if err != nil {
 		_ = d.Abort(ctx, v2proto.AbortApplyFailed, "the destination could not start its incoming migration: "+err.Error())
@@ -298,8 +347,9 @@ func (in *incoming) run(ctx context.Context, hello *v2proto.Hello, r *guestReadi
 	if err := d.SendReady(ctx, uri); err != nil {
 		return in.cleanup(false, err)
 	}
-	in.log.WithField("stage", "ready").Debugf("driver: prepared: Hello to Offer %s (QEMU read %s before Hello, QMP connect %s), Agree to Ready %s (of which apply %s)",
-		tOffer.Sub(t0).Round(time.Microsecond), max(t0.Sub(r.at), 0).Round(time.Microsecond), r.tConn.Round(time.Microsecond), time.Since(tAgree).Round(time.Microsecond), tApplied.Sub(tAgree).Round(time.Microsecond))
+	in.log.WithField("stage", "ready").Debugf("driver: prepared: Hello to Offer %s (QEMU read %s before Hello, QMP connect %s), Offer to Agree %s, Agree to Ready %s (apply from Offer %s, after Agree %s)",
+		tOffer.Sub(t0).Round(time.Microsecond), max(t0.Sub(r.at), 0).Round(time.Microsecond), r.tConn.Round(time.Microsecond), tAgree.Sub(tOffer).Round(time.Microsecond),
+		time.Since(tAgree).Round(time.Microsecond), tApplied.Sub(tOffer).Round(time.Microsecond), max(tApplied.Sub(tAgree), 0).Round(time.Microsecond))
 	if err := d.ReadStart(ctx); err != nil {
 		return in.cleanup(false, err)
 	}

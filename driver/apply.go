@@ -4,10 +4,51 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
+	"slices"
 	"sync"
 
 	"github.com/mig2/mig2/qmp"
 )
+
+// migrationState is a QEMU's migration settings as read before a plan is applied.
+type migrationState struct {
+	Caps   []qmp.MigrationCapabilityStatus
+	Params qmp.MigrationParameters
+}
+
+// pending is the part of p that changes a QEMU in state st: capabilities already in the wanted
+// state and parameters already at the wanted value are left out, and objects are always added.
+// QEMU dispatches one QMP command per main-loop turn or two (about 1 ms idle, several under
+// load), so a fresh destination QEMU that already has the agreed channels and method gets one
+// command instead of two or three.
+func (p qemuPlan) pending(st migrationState) qemuPlan {
+	out := qemuPlan{Objects: p.Objects, Params: p.Params}
+	for _, c := range p.Caps {
+		if i := slices.IndexFunc(st.Caps, func(h qmp.MigrationCapabilityStatus) bool { return h.Capability == c.Capability }); i < 0 || st.Caps[i].State != c.State {
+			out.Caps = append(out.Caps, c)
+		}
+	}
+	want, have := reflect.ValueOf(&out.Params).Elem(), reflect.ValueOf(st.Params)
+	for i := range want.NumField() {
+		w, h := want.Field(i), have.Field(i)
+		if w.Kind() == reflect.Pointer && !w.IsNil() && !h.IsNil() && w.Elem().Interface() == h.Elem().Interface() {
+			w.SetZero()
+		}
+	}
+	return out
+}
+
+// paramsEmpty reports whether p sets nothing.
+func paramsEmpty(p qmp.MigrationParameters) bool {
+	v := reflect.ValueOf(p)
+	for i := range v.NumField() {
+		if f := v.Field(i); f.Kind() == reflect.Pointer && !f.IsNil() {
+			return false
+		}
+	}
+	return len(p.Extra) == 0
+}
 
 // applied remembers what a plan changed on one QEMU so it can be put back.
 type applied struct {
@@ -19,10 +60,16 @@ type applied struct {
 // applyPlan sets a plan on a QEMU: objects first (the parameters name them), then capabilities,
 // then parameters. On error everything already set is undone before returning.
 func applyPlan(ctx context.Context, ex qmp.Executor, p qemuPlan) (*applied, error) {
+	return applyPlanOn(ctx, ex, p, nil)
+}
+
+// applyPlanOn is applyPlan on a QEMU whose migration settings are known (st, nil when not): it
+// sends only what changes (qemuPlan.pending).
+func applyPlanOn(ctx context.Context, ex qmp.Executor, p qemuPlan, st *migrationState) (*applied, error) {
 	if err := checkV2Plan(p); err != nil {
 		return nil, err
 	}
-	return applyCaps(ctx, ex, p)
+	return applyCaps(ctx, ex, p, st)
 }
 
 // applyCaps sets a plan that its path's guard has checked (applyPlan for v2, applyV1 for v1).
@@ -31,18 +78,39 @@ func applyPlan(ctx context.Context, ex qmp.Executor, p qemuPlan) (*applied, erro
 // them up only when the migration starts). What failed is then handled one by one: an object
 // whose id a migration killed half-way left behind is replaced, a command that failed or did
 // not run is run again, and if anything still fails, everything is undone.
-func applyCaps(ctx context.Context, ex qmp.Executor, p qemuPlan) (*applied, error) {
+//
+// With the QEMU's settings known (st), the reading is left out and only what changes is sent.
+func applyCaps(ctx context.Context, ex qmp.Executor, p qemuPlan, st *migrationState) (*applied, error) {
 	a := &applied{}
-	cmds := []qmp.Command{
-		{Name: "query-migrate-capabilities", Result: &a.prevCaps},
-		{Name: "query-migrate-parameters", Result: &a.prevParams},
+	var cmds []qmp.Command
+	if st != nil {
+		a.prevCaps, a.prevParams = st.Caps, st.Params
+		p = p.pending(*st)
+	} else {
+		cmds = append(cmds,
+			qmp.Command{Name: "query-migrate-capabilities", Result: &a.prevCaps},
+			qmp.Command{Name: "query-migrate-parameters", Result: &a.prevParams})
 	}
+	nRead := len(cmds)
 	for _, o := range p.Objects {
 		cmds = append(cmds, qmp.ObjectAddCommand(o))
 	}
-	cmds = append(cmds, qmp.SetCapabilitiesCommand(p.Caps), qmp.SetParametersCommand(p.Params))
+	setCaps, setParams := len(p.Caps) > 0, !paramsEmpty(p.Params)
+	if setCaps {
+		cmds = append(cmds, qmp.SetCapabilitiesCommand(p.Caps))
+	}
+	if setParams {
+		cmds = append(cmds, qmp.SetParametersCommand(p.Params))
+	}
 	errs := qmp.InOrder(ctx, ex, cmds...)
-	objErrs, setErrs := errs[2:2+len(p.Objects)], errs[2+len(p.Objects):]
+	objErrs, rest := errs[nRead:nRead+len(p.Objects)], errs[nRead+len(p.Objects):]
+	var capsErr, paramsErr error
+	if setCaps {
+		capsErr, rest = rest[0], rest[1:]
+	}
+	if setParams {
+		paramsErr = rest[0]
+	}
 	for i, o := range p.Objects {
 		if objErrs[i] == nil {
 			a.objects = append(a.objects, objectID(o))
@@ -51,7 +119,7 @@ func applyCaps(ctx context.Context, ex qmp.Executor, p qemuPlan) (*applied, erro
 	fail := func(err error) (*applied, error) {
 		return nil, errors.Join(err, a.restore(context.WithoutCancel(ctx), ex))
 	}
-	if err := errors.Join(errs[0], errs[1]); err != nil {
+	if err := errors.Join(errs[:nRead]...); err != nil {
 		// Without the previous state nothing can be put back but the objects.
 		return nil, errors.Join(fmt.Errorf("driver: read the migration settings: %w", err), a.removeObjects(context.WithoutCancel(ctx), ex))
 	}
@@ -73,12 +141,12 @@ func applyCaps(ctx context.Context, ex qmp.Executor, p qemuPlan) (*applied, erro
 		}
 		a.objects = append(a.objects, id)
 	}
-	if setErrs[0] != nil {
+	if capsErr != nil {
 		if err := qmp.MigrateSetCapabilities(ctx, ex, p.Caps); err != nil {
 			return fail(fmt.Errorf("driver: set migration capabilities: %w", err))
 		}
 	}
-	if setErrs[1] != nil {
+	if paramsErr != nil {
 		if err := qmp.MigrateSetParameters(ctx, ex, p.Params); err != nil {
 			return fail(fmt.Errorf("driver: set migration parameters: %w", err))
 		}

@@ -124,3 +124,73 @@ func TestApplyPlanOneRound(t *testing.T) {
 		})
 	}
 }
+
+// pending leaves out what a QEMU already has: capabilities in the wanted state, parameters at
+// the wanted value; objects always stay.
+func TestPlanPending(t *testing.T) {
+	two, eight, none, zstd, empty := int64(2), int64(8), "none", "zstd", ""
+	plan := qemuPlan{
+		Caps: []qmp.MigrationCapabilityStatus{
+			{Capability: qmp.CapMultifd, State: true}, {Capability: qmp.CapReturnPath, State: true},
+			{Capability: qmp.CapPostcopyRAM, State: false}, {Capability: qmp.CapXBZRLE, State: false},
+		},
+		Params:  qmp.MigrationParameters{MultifdChannels: &two, MultifdCompression: &none, TLSCreds: &empty},
+		Objects: []qmp.Object{testObject{"mig2-tls-x"}},
+	}
+	fresh := migrationState{ // a QEMU as it starts: everything off, QEMU's defaults
+		Caps: []qmp.MigrationCapabilityStatus{
+			{Capability: qmp.CapMultifd}, {Capability: qmp.CapReturnPath, State: true},
+			{Capability: qmp.CapPostcopyRAM}, {Capability: qmp.CapXBZRLE},
+		},
+		Params: qmp.MigrationParameters{MultifdChannels: &two, MultifdCompression: &none, TLSCreds: &empty},
+	}
+	got := plan.pending(fresh)
+	if len(got.Caps) != 1 || got.Caps[0] != (qmp.MigrationCapabilityStatus{Capability: qmp.CapMultifd, State: true}) {
+		t.Errorf("caps %v, want only multifd on", got.Caps)
+	}
+	if !paramsEmpty(got.Params) {
+		t.Errorf("params %+v, want none (the QEMU has them all)", got.Params)
+	}
+	if len(got.Objects) != 1 {
+		t.Errorf("objects %v, want the TLS object kept", got.Objects)
+	}
+
+	used := fresh // left by an earlier migration: 8 zstd channels, a capability QEMU lacks
+	used.Params = qmp.MigrationParameters{MultifdChannels: &eight, MultifdCompression: &zstd}
+	used.Caps = used.Caps[:2]
+	got = plan.pending(used)
+	if got.Params.MultifdChannels == nil || *got.Params.MultifdChannels != 2 || got.Params.MultifdCompression == nil || *got.Params.MultifdCompression != "none" || got.Params.TLSCreds == nil {
+		t.Errorf("params %+v, want channels, method and tls-creds (unknown) sent", got.Params)
+	}
+	if len(got.Caps) != 3 {
+		t.Errorf("caps %v, want multifd and the two the state does not list", got.Caps)
+	}
+	if plan.Params.MultifdChannels == nil || len(plan.Caps) != 4 {
+		t.Error("pending changed the plan it was called on")
+	}
+}
+
+// With the settings known, apply sends only what changes, in one round, and still knows what to
+// put back.
+func TestApplyPlanOnKnownState(t *testing.T) {
+	two := int64(2)
+	st := &migrationState{
+		Caps:   []qmp.MigrationCapabilityStatus{{Capability: qmp.CapMultifd}},
+		Params: qmp.MigrationParameters{MultifdChannels: &two},
+	}
+	q := &scriptedQEMU{objects: map[string]bool{}}
+	a, err := applyPlanOn(context.Background(), pipelinedQEMU{q}, testPlan(), st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"object-add", "migrate-set-capabilities"}; !slices.Equal(q.ran, want) || q.rounds != 1 {
+		t.Errorf("ran %v in %d rounds, want %v in 1", q.ran, q.rounds, want)
+	}
+	if len(a.prevCaps) != 1 || a.prevParams.MultifdChannels == nil {
+		t.Errorf("applied %+v: the previous state is lost", a)
+	}
+	q.ran = nil
+	if err := a.restore(context.Background(), pipelinedQEMU{q}); err != nil || !slices.Contains(q.ran, "migrate-set-capabilities") || q.objects["mig2-tls-x"] {
+		t.Errorf("restore: %v, ran %v, objects %v", err, q.ran, q.objects)
+	}
+}

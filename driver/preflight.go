@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/mig2/mig2/qmp"
 	"github.com/mig2/mig2/v2proto"
 )
 
@@ -13,7 +14,8 @@ type sourceProbe struct {
 	facts           v2proto.HostFacts
 	tree            v2proto.DeviceTree
 	comp            v2proto.Compressibility
-	compErr         error // the hint is optional: a failed sample only leaves it unmeasured
+	compErr         error           // the hint is optional: a failed sample only leaves it unmeasured
+	state           *migrationState // the migration settings, nil if not read
 	tFacts, tTree   time.Duration
 	tSample, tTotal time.Duration
 }
@@ -22,8 +24,14 @@ type sourceProbe struct {
 func (q *QEMU) probeSource(ctx context.Context, sample bool) (*sourceProbe, error) {
 	p := &sourceProbe{}
 	t0 := time.Now()
+	var (
+		caps      []qmp.MigrationCapabilityStatus
+		params    qmp.MigrationParameters
+		paramsErr error
+	)
 	err := concurrently(
-		func() (err error) { p.facts, err = q.Facts(ctx); p.tFacts = time.Since(t0); return err },
+		func() (err error) { p.facts, caps, err = readFacts(ctx, q.mon); p.tFacts = time.Since(t0); return err },
+		func() error { params, paramsErr = qmp.QueryMigrateParameters(ctx, q.mon); return nil },
 		func() (err error) { p.tree, err = q.DeviceTree(ctx); p.tTree = time.Since(t0); return err },
 		func() error {
 			if sample {
@@ -36,6 +44,9 @@ func (q *QEMU) probeSource(ctx context.Context, sample bool) (*sourceProbe, erro
 	p.tTotal = time.Since(t0)
 	if err != nil {
 		return nil, err
+	}
+	if paramsErr == nil {
+		p.state = &migrationState{Caps: caps, Params: params}
 	}
 	return p, nil
 }

@@ -60,6 +60,12 @@ func (q *QEMU) Facts(ctx context.Context) (v2proto.HostFacts, error) {
 // QEMUFacts reads a QEMU's facts through any QMP executor (a socket, or libvirt's pass-through).
 // What comes from the QMP schema is cached per QEMU binary (qemucache.go).
 func QEMUFacts(ctx context.Context, ex qmp.Executor) (v2proto.HostFacts, error) {
+	f, _, err := readFacts(ctx, ex)
+	return f, err
+}
+
+// readFacts is QEMUFacts that also returns the capabilities' states it read on the way.
+func readFacts(ctx context.Context, ex qmp.Executor) (v2proto.HostFacts, []qmp.MigrationCapabilityStatus, error) {
 	var (
 		ver  qmp.VersionInfo
 		caps []qmp.MigrationCapabilityStatus
@@ -78,7 +84,7 @@ func QEMUFacts(ctx context.Context, ex qmp.Executor) (v2proto.HostFacts, error) 
 	}()
 	if err := <-verErr; err != nil {
 		<-capsErr
-		return v2proto.HostFacts{}, fmt.Errorf("driver: query-version: %w", err)
+		return v2proto.HostFacts{}, nil, fmt.Errorf("driver: query-version: %w", err)
 	}
 	proc, known := identifyQEMU(ex)
 	key := proc.binaryKey(ver.String())
@@ -86,7 +92,7 @@ func QEMUFacts(ctx context.Context, ex qmp.Executor) (v2proto.HostFacts, error) 
 		schema, err := qmp.QuerySchema(ctx, ex)
 		if err != nil {
 			<-capsErr
-			return v2proto.HostFacts{}, fmt.Errorf("driver: query-qmp-schema: %w", err)
+			return v2proto.HostFacts{}, nil, fmt.Errorf("driver: query-qmp-schema: %w", err)
 		}
 		bin = binaryFacts{Parameters: schema.MigrationParameters(), Compression: schema.CompressionMethods()}
 		if known {
@@ -94,7 +100,7 @@ func QEMUFacts(ctx context.Context, ex qmp.Executor) (v2proto.HostFacts, error) 
 		}
 	}
 	if err := <-capsErr; err != nil {
-		return v2proto.HostFacts{}, fmt.Errorf("driver: query-migrate-capabilities: %w", err)
+		return v2proto.HostFacts{}, nil, fmt.Errorf("driver: query-migrate-capabilities: %w", err)
 	}
 	f := v2proto.HostFacts{
 		Mig2Version: Version,
@@ -116,7 +122,7 @@ func QEMUFacts(ctx context.Context, ex qmp.Executor) (v2proto.HostFacts, error) 
 	if h, err := os.Hostname(); err == nil {
 		f.Hostname = h
 	}
-	return f, nil
+	return f, caps, nil
 }
 
 func sortedSet(in []string) []string {

@@ -33,6 +33,7 @@ type guestReading struct {
 	probeErr error
 	facts    v2proto.HostFacts
 	tree     *qmp.DeviceTree
+	state    *migrationState // nil if not read
 
 	expiry *time.Timer // expire, unless claimed or discarded before
 
@@ -58,7 +59,7 @@ func readGuest(ctx context.Context, g AgentGuest, log logrus.FieldLogger) *guest
 		r.mon = mon
 		r.mu.Unlock()
 		_ = concurrently( // pipelined on the one connection
-			func() error { r.facts, r.tree, r.probeErr = probeQEMU(ctx, mon); return nil },
+			func() error { r.facts, r.tree, r.state, r.probeErr = probeQEMUState(ctx, mon); return nil },
 			func() error { r.waitErr = checkWaiting(ctx, mon, g.Name); return nil },
 		)
 	}()

@@ -133,7 +133,8 @@ type source struct {
 	log     logrus.FieldLogger
 	start   time.Time
 	sum     Summary
-	running bool // the guest was running when mig2 started
+	running bool            // the guest was running when mig2 started
+	state   *migrationState // the QEMU's migration settings as read for Hello (nil: read them at apply)
 }
 
 // Migrate runs a v2 migration of this guest to the agent at opts.Dest and returns when the
@@ -209,6 +210,7 @@ func (s *source) hello(ctx context.Context) (*v2proto.Hello, error) {
 		return nil, probeErr
 	}
 	s.running = st.Running
+	s.state = p.state
 	if p.compErr != nil {
 		s.log.WithError(p.compErr).Debug("driver: compressibility not measured")
 	}
@@ -329,7 +331,7 @@ func (s *source) run(ctx context.Context) (*Summary, error) {
 		plan, err := planV2(RoleSource, s.sum.Agreed, TLSSetup{Dir: s.opts.TLSDir, Hostname: tlsHost}, hello.Host.Capabilities, s.id)
 		var applied *applied
 		if err == nil {
-			applied, err = applyPlan(ctx, s.q.mon, plan)
+			applied, err = applyPlanOn(ctx, s.q.mon, plan, s.state)
 		}
 		if err == nil {
 			st.g.noteApplied(applied, s.log)
@@ -369,7 +371,7 @@ func (s *source) run(ctx context.Context) (*Summary, error) {
 		return nil, s.failed("start", errors.Join(err, applied.restore(context.WithoutCancel(ctx), s.q.mon)), "")
 	}
 	s.sum.Preflight.Total = time.Since(s.start)
-	if err := qmp.Migrate(ctx, s.q.mon, ready.MigrationURI); err != nil {
+	if err := explainMigrateRefusal(qmp.Migrate(ctx, s.q.mon, ready.MigrationURI)); err != nil {
 		_ = sess.Abort(context.WithoutCancel(ctx), v2proto.AbortSourceFailed, "the source QEMU refused migrate: "+err.Error())
 		return nil, s.failed("migrate", errors.Join(err, applied.restore(context.WithoutCancel(ctx), s.q.mon)), "")
 	}
@@ -667,7 +669,7 @@ func (s *source) rollback(ctx context.Context, sess *v2proto.Source, cause error
 		cause = fmt.Errorf("driver: %w", context.Cause(ctx))
 	}
 	if stuck {
-		cause = fmt.Errorf("%w\n  the source QEMU is still cancelling: its migration connections are stuck (is the network down?); the guest keeps running, and QEMU ends the cancel once those connections fail or recover", cause)
+		cause = fmt.Errorf("%w\n  the source QEMU is still cancelling: either its migration connections are stuck on a dead network (QEMU ends the cancel once they fail or recover), or QEMU hit its multifd cancel deadlock (QEMU 7.2: query-migrate stays \"cancelling\" for good, docs/FAULTS.md); the guest keeps running either way, but in the second case this QEMU cannot migrate again until the guest is restarted", cause)
 	}
 	return s.failed("migrate", cause, dest)
 }

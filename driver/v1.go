@@ -31,7 +31,7 @@ func applyV1(ctx context.Context, ex qmp.Executor, p v1.Plan) (*applied, error) 
 	if err := v1.Check(p); err != nil {
 		return nil, err
 	}
-	return applyCaps(ctx, ex, qemuPlan{Caps: p.Caps, Params: p.Params, Objects: p.Objects})
+	return applyCaps(ctx, ex, qemuPlan{Caps: p.Caps, Params: p.Params, Objects: p.Objects}, nil)
 }
 
 // MigrateV1 runs a v1 migration. It still gives mig2's progress, summary, safe cancel and the
@@ -103,7 +103,7 @@ func (q *QEMU) MigrateV1(ctx context.Context, o V1Options) (*Summary, error) {
 	if err != nil {
 		return nil, s.failed("apply", err, "")
 	}
-	if err := qmp.Migrate(ctx, q.mon, o.URI); err != nil {
+	if err := explainMigrateRefusal(qmp.Migrate(ctx, q.mon, o.URI)); err != nil {
 		return nil, s.failed("migrate", errors.Join(err, srcApplied.restore(context.WithoutCancel(ctx), q.mon)), "")
 	}
 	s.log.WithField("stage", "run").Infof("driver: v1 migration to %s", o.URI)

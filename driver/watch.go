@@ -2,7 +2,9 @@ package driver
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -212,6 +214,17 @@ func cancelAndWait(ctx context.Context, mon qmp.Executor, limit time.Duration, l
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// explainMigrateRefusal adds what a refused migrate means when QEMU refuses it because an
+// earlier migration never finished its cleanup: QEMU 7.2's multifd cancel deadlock leaves the
+// migration's yank instance registered for good (docs/FAULTS.md).
+func explainMigrateRefusal(err error) error {
+	var qe *qmp.Error
+	if errors.As(err, &qe) && strings.Contains(qe.Desc, "duplicate yank instance") {
+		return fmt.Errorf("%w\n  an earlier migration of this QEMU never finished cleaning up (QEMU 7.2's multifd cancel deadlock, docs/FAULTS.md): the guest runs, but this QEMU cannot migrate again until the guest is restarted", err)
+	}
+	return err
 }
 
 // SourceTraits are the traits a source announces in Hello besides its QEMU's (SPEC §4.0.1) for a

@@ -686,6 +686,15 @@ func (e *hostileEnv) honestCheck(t *testing.T) time.Duration {
 	if r.code != 0 || !strings.Contains(r.stdout, ": compatible") {
 		t.Fatalf("the agent no longer serves an honest source: mig2 check exit %d:\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
+	// The agent prepares its QEMU while Agree is on its way; a check never sends Agree, so
+	// the agent puts the settings back once the check's Abort arrives.
+	deadline := time.Now().Add(5 * time.Second)
+	for err := destUntouched(ctxT(t, 10*time.Second), e.dst); err != nil; err = destUntouched(ctxT(t, 10*time.Second), e.dst) {
+		if time.Now().After(deadline) {
+			t.Fatalf("5s after mig2 check: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	return r.elapsed
 }
 
@@ -693,28 +702,45 @@ func (e *hostileEnv) honestCheck(t *testing.T) time.Duration {
 // nobody started: inmigrate, query-migrate status none, no TLS credentials set on it.
 func assertDestWaiting(t *testing.T, v *vm) {
 	t.Helper()
-	ctx := ctxT(t, 10*time.Second)
+	if err := destUntouched(ctxT(t, 10*time.Second), v); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// destUntouched says why v is not a destination QEMU that waits for a migration nobody started,
+// with its migration settings as they were (multifd off, no TLS credentials): nil if it is.
+func destUntouched(ctx context.Context, v *vm) error {
 	st, err := qmp.QueryStatus(ctx, v.mon)
 	if err != nil {
-		t.Fatalf("%s: query-status: %v", v.Name, err)
+		return fmt.Errorf("%s: query-status: %w", v.Name, err)
 	}
 	if st.Status != qmp.RunStateInMigrate {
-		t.Fatalf("%s: QEMU is %s, want inmigrate (still waiting)", v.Name, st.Status)
+		return fmt.Errorf("%s: QEMU is %s, want inmigrate (still waiting)", v.Name, st.Status)
 	}
 	mi, err := qmp.QueryMigrate(ctx, v.mon)
 	if err != nil {
-		t.Fatalf("%s: query-migrate: %v", v.Name, err)
+		return fmt.Errorf("%s: query-migrate: %w", v.Name, err)
 	}
 	if mi.Status != qmp.MigrationNone {
-		t.Fatalf("%s: query-migrate status %s: migrate-incoming was issued", v.Name, mi.Status)
+		return fmt.Errorf("%s: query-migrate status %s: migrate-incoming was issued", v.Name, mi.Status)
 	}
 	p, err := qmp.QueryMigrateParameters(ctx, v.mon)
 	if err != nil {
-		t.Fatalf("%s: query-migrate-parameters: %v", v.Name, err)
+		return fmt.Errorf("%s: query-migrate-parameters: %w", v.Name, err)
 	}
 	if p.TLSCreds != nil && *p.TLSCreds != "" {
-		t.Fatalf("%s: tls-creds %q set: the agent applied settings", v.Name, *p.TLSCreds)
+		return fmt.Errorf("%s: tls-creds %q set: the agent applied settings", v.Name, *p.TLSCreds)
 	}
+	caps, err := qmp.QueryMigrateCapabilities(ctx, v.mon)
+	if err != nil {
+		return fmt.Errorf("%s: query-migrate-capabilities: %w", v.Name, err)
+	}
+	for _, c := range caps {
+		if c.Capability == qmp.CapMultifd && c.State {
+			return fmt.Errorf("%s: multifd is on: the agent applied settings", v.Name)
+		}
+	}
+	return nil
 }
 
 // logLines returns the agent's log lines that mention ip.
