@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -184,7 +185,7 @@ func (p *localPair) settle(ctx context.Context, r *Run, src, dst *node, last gue
 			p.cur = dst
 			return nil
 		} else {
-			r.Status, r.Error = statusFailed, "reported complete, but the destination guest does not run: "+err.Error()
+			r.Status, r.Error = statusFailed, "reported complete, but the destination guest does not run: "+err.Error()+consoleTail(dst.q.Console(), 12)
 		}
 	}
 	dst.kill()
@@ -227,3 +228,16 @@ func warmHostMemory(n int) {
 
 // isGuestLost reports whether err ends the case.
 func isGuestLost(err error) bool { return errors.Is(err, errGuestLost) }
+
+// consoleTail is the last n lines of a guest's console, for an error: what the guest said
+// before it stopped (a kernel panic, a failed check).
+func consoleTail(c *guest.Console, n int) string {
+	lines := c.Lines()
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	if len(lines) == 0 {
+		return ""
+	}
+	return "; its console ended with: " + strings.Join(lines, " | ")
+}
