@@ -4,7 +4,6 @@ import (
 	"context"
 	"time"
 
-	"github.com/mig2/mig2/qmp"
 	"github.com/mig2/mig2/v2proto"
 )
 
@@ -24,14 +23,12 @@ type sourceProbe struct {
 func (q *QEMU) probeSource(ctx context.Context, sample bool) (*sourceProbe, error) {
 	p := &sourceProbe{}
 	t0 := time.Now()
-	var (
-		caps      []qmp.MigrationCapabilityStatus
-		params    qmp.MigrationParameters
-		paramsErr error
-	)
 	err := concurrently(
-		func() (err error) { p.facts, caps, err = readFacts(ctx, q.mon); p.tFacts = time.Since(t0); return err },
-		func() error { params, paramsErr = qmp.QueryMigrateParameters(ctx, q.mon); return nil },
+		func() (err error) {
+			p.facts, p.state, err = readFactsState(ctx, q.mon)
+			p.tFacts = time.Since(t0)
+			return err
+		},
 		func() (err error) { p.tree, err = q.DeviceTree(ctx); p.tTree = time.Since(t0); return err },
 		func() error {
 			if sample {
@@ -44,9 +41,6 @@ func (q *QEMU) probeSource(ctx context.Context, sample bool) (*sourceProbe, erro
 	p.tTotal = time.Since(t0)
 	if err != nil {
 		return nil, err
-	}
-	if paramsErr == nil {
-		p.state = &migrationState{Caps: caps, Params: params}
 	}
 	return p, nil
 }

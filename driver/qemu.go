@@ -50,18 +50,33 @@ func (q *QEMU) Close() error { return q.mon.Close() }
 // Monitor is the guest's QMP connection.
 func (q *QEMU) Monitor() *qmp.Conn { return q.mon }
 
-// Facts gathers what this host and its QEMU can do (SPEC §4.0 HostFacts): capability names
+// QEMUFacts gathers what this host and its QEMU can do (SPEC §4.0 HostFacts): capability names
 // from query-migrate-capabilities, parameter names and compression methods from the QMP schema,
-// never from a version table.
-func (q *QEMU) Facts(ctx context.Context) (v2proto.HostFacts, error) {
-	return QEMUFacts(ctx, q.mon)
-}
-
-// QEMUFacts reads a QEMU's facts through any QMP executor (a socket, or libvirt's pass-through).
+// never from a version table. It reads through any QMP executor (a socket, or libvirt's
+// pass-through).
 // What comes from the QMP schema is cached per QEMU binary (qemucache.go).
 func QEMUFacts(ctx context.Context, ex qmp.Executor) (v2proto.HostFacts, error) {
 	f, _, err := readFacts(ctx, ex)
 	return f, err
+}
+
+// readFactsState is QEMUFacts that also reads the QEMU's migration settings, so that applying an
+// agreement later sends only what changes (qemuPlan.pending): the capabilities' states come
+// with the facts, the parameters in the same pipelined round. st is nil if they were not read.
+func readFactsState(ctx context.Context, ex qmp.Executor) (f v2proto.HostFacts, st *migrationState, err error) {
+	var (
+		caps      []qmp.MigrationCapabilityStatus
+		params    qmp.MigrationParameters
+		paramsErr error
+	)
+	err = concurrently(
+		func() (err error) { f, caps, err = readFacts(ctx, ex); return err },
+		func() error { params, paramsErr = qmp.QueryMigrateParameters(ctx, ex); return nil },
+	)
+	if err == nil && paramsErr == nil {
+		st = &migrationState{Caps: caps, Params: params}
+	}
+	return f, st, err
 }
 
 // readFacts is QEMUFacts that also returns the capabilities' states it read on the way.

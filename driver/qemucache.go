@@ -189,26 +189,18 @@ func readDeviceTree(ctx context.Context, ex qmp.Executor) (*qmp.DeviceTree, erro
 
 // probeQEMU reads a QEMU's facts and device tree, concurrently (QMP pipelines them).
 func probeQEMU(ctx context.Context, mon *qmp.Conn) (facts v2proto.HostFacts, tree *qmp.DeviceTree, err error) {
-	facts, tree, _, err = probeQEMUState(ctx, mon)
+	err = concurrently(
+		func() (err error) { facts, err = QEMUFacts(ctx, mon); return err },
+		func() (err error) { tree, err = readDeviceTree(ctx, mon); return err },
+	)
 	return facts, tree, err
 }
 
-// probeQEMUState is probeQEMU that also reads the QEMU's migration settings, so that applying
-// an agreement later sends only what changes (qemuPlan.pending). The settings are read in the
-// same pipelined round; st is nil if they could not be read.
+// probeQEMUState is probeQEMU that also reads the QEMU's migration settings (readFactsState).
 func probeQEMUState(ctx context.Context, mon *qmp.Conn) (facts v2proto.HostFacts, tree *qmp.DeviceTree, st *migrationState, err error) {
-	var (
-		caps      []qmp.MigrationCapabilityStatus
-		params    qmp.MigrationParameters
-		paramsErr error
-	)
 	err = concurrently(
-		func() (err error) { facts, caps, err = readFacts(ctx, mon); return err },
+		func() (err error) { facts, st, err = readFactsState(ctx, mon); return err },
 		func() (err error) { tree, err = readDeviceTree(ctx, mon); return err },
-		func() error { params, paramsErr = qmp.QueryMigrateParameters(ctx, mon); return nil },
 	)
-	if err == nil && paramsErr == nil {
-		st = &migrationState{Caps: caps, Params: params}
-	}
 	return facts, tree, st, err
 }
