@@ -59,10 +59,9 @@ type Agent struct {
 	guests map[string]AgentGuest
 	log    logrus.FieldLogger
 
-	mu       sync.Mutex
-	busy     map[string]claim // guest → the session migrating it
-	sessions uint64           // claims made, numbering them
-	wg       sync.WaitGroup
+	mu   sync.Mutex
+	busy map[string]string // guest → the migration id of the session holding it
+	wg   sync.WaitGroup
 }
 
 // NewAgent checks the configuration and starts listening.
@@ -95,7 +94,7 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Agent{cfg: cfg, ln: ln, guests: guests, log: cfg.Log, busy: map[string]claim{}}, nil
+	return &Agent{cfg: cfg, ln: ln, guests: guests, log: cfg.Log, busy: map[string]string{}}, nil
 }
 
 // Addr is where the agent listens.
@@ -149,32 +148,22 @@ func (a *Agent) inFlight() int {
 	return len(a.busy)
 }
 
-// claim is one session's hold on a guest: its migration id, for messages, and its number, so
-// that a session releases only its own claim.
-type claim struct {
-	id string
-	n  uint64
-}
-
-// claim takes guest for migration id; ok is false, with the migration holding it, if it is taken.
-func (a *Agent) claim(guest, id string) (c claim, other string, ok bool) {
+// claim takes guest for migration id; ok is false, with the migration holding it, if it is
+// taken. The session that took it releases it once, when it ends.
+func (a *Agent) claim(guest, id string) (other string, ok bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if held, taken := a.busy[guest]; taken {
-		return claim{}, held.id, false
+		return held, false
 	}
-	a.sessions++
-	c = claim{id: id, n: a.sessions}
-	a.busy[guest] = c
-	return c, "", true
+	a.busy[guest] = id
+	return "", true
 }
 
-// release ends claim c on guest; a claim another session has taken since stays.
-func (a *Agent) release(guest string, c claim) {
+// release frees guest for the next session.
+func (a *Agent) release(guest string) {
 	a.mu.Lock()
-	if a.busy[guest] == c {
-		delete(a.busy, guest)
-	}
+	delete(a.busy, guest)
 	a.mu.Unlock()
 }
 
@@ -198,8 +187,7 @@ type incoming struct {
 	stderr  string // the QEMU's stderr file, "" when unknown
 	offset  int64  // its size when the migration began
 	applied *applied
-	started bool  // migrate-incoming was called: this QEMU cannot take another migration
-	claim   claim // this session's hold on the guest
+	started bool // migrate-incoming was called: this QEMU cannot take another migration
 }
 
 func (a *Agent) serve(ctx context.Context, d *v2proto.Destination) {
@@ -219,15 +207,15 @@ func (a *Agent) serve(ctx context.Context, d *v2proto.Destination) {
 		log.Warn("driver: refused: unknown guest")
 		return
 	}
-	c, other, claimed := a.claim(hello.Guest, hello.MigrationID)
+	other, claimed := a.claim(hello.Guest, hello.MigrationID)
 	if !claimed {
 		_ = d.Abort(ctx, v2proto.AbortBusy, fmt.Sprintf("guest %q is already being migrated here (migration %s)", hello.Guest, other))
 		log.Warn("driver: refused: guest busy")
 		return
 	}
-	defer a.release(hello.Guest, c)
+	defer a.release(hello.Guest) // before d.Close: a source waiting for the close finds it free
 	if ok {
-		in := &incoming{a: a, d: d, g: g, log: log, id: hello.MigrationID, claim: c}
+		in := &incoming{a: a, d: d, g: g, log: log, id: hello.MigrationID}
 		err = in.run(ctx, hello, ahead.usableFor(hello.Guest, time.Now()))
 	} else {
 		err = a.cfg.Incoming.HandleIncoming(ctx, d, hello, log)
@@ -317,10 +305,9 @@ func (in *incoming) run(ctx context.Context, hello *v2proto.Hello, r *guestReadi
 		ar = <-applyCh
 	}
 	if err != nil {
-		// Nothing is migrating: the guest is free for the next session (a migrate right after
-		// a check), which reaches the QEMU once this one has put the settings back and let go
-		// of the QMP socket (QEMU serves one client at a time).
-		in.a.release(in.g.Name, in.claim)
+		// Nothing is migrating. The settings go back before the guest is released and the
+		// connection closed, so a source that waits for the close (SPEC §4.9: a migrate right
+		// after a check) finds this QEMU as it was.
 		if rerr := ar.applied.restore(context.WithoutCancel(ctx), mon); rerr != nil {
 			in.log.WithError(rerr).Warn("driver: putting the QEMU's migration settings back")
 		}

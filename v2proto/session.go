@@ -140,14 +140,15 @@ func (s *session) end(err error) {
 // returns the local *AbortError (SPEC §4.9).
 func (s *session) fail(stage Stage, code AbortCode, msg string, cause error) error {
 	ae := &AbortError{Code: code, Stage: stage, Message: msg, Err: cause}
-	s.sendAbort(ae)
+	s.sendAbortCtx(context.Background(), ae, brokenPeerLinger)
 	return ae
 }
 
-// sendAbort is fail's body, shared with refusals that return their own error type.
-func (s *session) sendAbort(ae *AbortError) { s.sendAbortCtx(context.Background(), ae) }
+// sendAbort sends a deliberate Abort (a refusal, a cancel) to a peer that is expected to close
+// once it has undone the session.
+func (s *session) sendAbort(ae *AbortError) { s.sendAbortCtx(context.Background(), ae, abortLinger) }
 
-func (s *session) sendAbortCtx(ctx context.Context, ae *AbortError) {
+func (s *session) sendAbortCtx(ctx context.Context, ae *AbortError, linger time.Duration) {
 	s.mu.Lock()
 	already := s.ended != nil
 	if !already {
@@ -161,8 +162,17 @@ func (s *session) sendAbortCtx(ctx context.Context, ae *AbortError) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	_ = s.c.writeFrame(ctx, Marshal(&Abort{Code: ae.Code, Stage: ae.Stage, Message: ae.Message}), false)
-	s.c.closeGracefully(500 * time.Millisecond)
+	s.c.closeGracefully(linger)
 }
+
+// abortLinger is how long the sender of an Abort waits for the receiver to close (SPEC §4.9):
+// the receiver closes once it has undone the session, so a sender that saw the close knows the
+// peer is ready for the next one (a migrate right after a check). brokenPeerLinger is for a peer
+// that broke the protocol or stopped answering, which is not expected to cooperate.
+const (
+	abortLinger      = 2 * time.Second
+	brokenPeerLinger = 500 * time.Millisecond
+)
 
 // send writes m; a failed write ends the session (a TLS stream is unusable after one).
 func (s *session) send(ctx context.Context, stage Stage, m Message, hash bool) error {
@@ -221,7 +231,8 @@ func (s *session) expect(ctx context.Context, stage Stage, timeout time.Duration
 		ae := &AbortError{Code: a.Code, Stage: a.Stage, Message: a.Message, FromPeer: true}
 		s.log.WithFields(logrus.Fields{"stage": stage, "code": a.Code.String()}).Debug("v2proto: peer aborted: " + a.Message)
 		s.end(ae)
-		s.c.closeGracefully(500 * time.Millisecond)
+		// The connection stays open until the owner's Close, once it has undone what the
+		// session changed: the sender waits for that close (SPEC §4.9).
 		return nil, nil, ae
 	}
 	if !slices.Contains(want, m.Type()) {
@@ -262,7 +273,7 @@ func (s *session) Abort(ctx context.Context, code AbortCode, message string) err
 	s.mu.Lock()
 	stage := s.stage
 	s.mu.Unlock()
-	s.sendAbortCtx(ctx, &AbortError{Code: code, Stage: stage, Message: message})
+	s.sendAbortCtx(ctx, &AbortError{Code: code, Stage: stage, Message: message}, abortLinger)
 	return nil
 }
 

@@ -587,3 +587,48 @@ func TestResultRunningNeedsSwitchover(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestAbortWaitsForReceiverClose: the receiver of an Abort keeps the connection until its owner
+// closes the session, and the sender's Abort returns only then (SPEC §4.9), so a source that
+// cancels (mig2 check) knows the destination has undone the session.
+func TestAbortWaitsForReceiverClose(t *testing.T) {
+	creds, _ := testCreds(t)
+	c, s := listenerPair(t, RoleSource, testConfig(creds), testConfig(creds)) // TCP and TLS: half-close matters
+	ctx := testCtx(t)
+	closed := make(chan time.Time, 1)
+	go func() {
+		d, _ := s.Destination()
+		if _, err := d.ReadHello(ctx); err != nil {
+			closed <- time.Time{}
+			return
+		}
+		_ = d.SendOffer(ctx, sampleOffer(1))
+		_, err := d.ReadAgree(ctx)
+		if CodeOf(err) != AbortCancelled {
+			t.Errorf("destination: %v, want the source's cancel", err)
+		}
+		time.Sleep(300 * time.Millisecond) // undoing the session
+		at := time.Now()
+		d.Close()
+		closed <- at
+	}()
+	src, _ := c.Source()
+	if err := src.SendHello(ctx, sampleHello(1)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := src.ReadOffer(ctx); err != nil {
+		t.Fatal(err)
+	}
+	src.Abort(ctx, AbortCancelled, "check only")
+	returned := time.Now()
+	at := <-closed
+	if at.IsZero() {
+		t.Fatal("the destination read no Hello")
+	}
+	if returned.Before(at) {
+		t.Fatalf("Abort returned %v before the receiver closed", at.Sub(returned))
+	}
+	if returned.Sub(at) > 200*time.Millisecond {
+		t.Fatalf("Abort returned %v after the receiver closed, want at once", returned.Sub(at))
+	}
+}
