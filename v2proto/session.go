@@ -146,7 +146,9 @@ func (s *session) fail(stage Stage, code AbortCode, msg string, cause error) err
 
 // sendAbort sends a deliberate Abort (a refusal, a cancel) to a peer that is expected to close
 // once it has undone the session.
-func (s *session) sendAbort(ae *AbortError) { s.sendAbortCtx(context.Background(), ae, abortLinger) }
+func (s *session) sendAbort(ae *AbortError) {
+	s.sendAbortCtx(context.Background(), ae, s.abortLinger())
+}
 
 func (s *session) sendAbortCtx(ctx context.Context, ae *AbortError, linger time.Duration) {
 	s.mu.Lock()
@@ -165,14 +167,19 @@ func (s *session) sendAbortCtx(ctx context.Context, ae *AbortError, linger time.
 	s.c.closeGracefully(linger)
 }
 
-// abortLinger is how long the sender of an Abort waits for the receiver to close (SPEC §4.9):
-// the receiver closes once it has undone the session, so a sender that saw the close knows the
-// peer is ready for the next one (a migrate right after a check). brokenPeerLinger is for a peer
-// that broke the protocol or stopped answering, which is not expected to cooperate.
-const (
-	abortLinger      = 2 * time.Second
-	brokenPeerLinger = 500 * time.Millisecond
-)
+// abortLinger is how long the sender of a deliberate Abort (a refusal, a cancel) waits for the
+// receiver to close (SPEC §4.9). A source waits long enough for the destination to undo the
+// session, so that it then knows the destination is ready for the next one (a migrate right after
+// a check). A destination waits only so long that its Abort is not lost to a TCP reset, as does
+// any side whose peer broke the protocol or stopped answering (brokenPeerLinger).
+func (s *session) abortLinger() time.Duration {
+	if s.c.role == RoleSource {
+		return 2 * time.Second
+	}
+	return brokenPeerLinger
+}
+
+const brokenPeerLinger = 500 * time.Millisecond
 
 // send writes m; a failed write ends the session (a TLS stream is unusable after one).
 func (s *session) send(ctx context.Context, stage Stage, m Message, hash bool) error {
@@ -273,7 +280,7 @@ func (s *session) Abort(ctx context.Context, code AbortCode, message string) err
 	s.mu.Lock()
 	stage := s.stage
 	s.mu.Unlock()
-	s.sendAbortCtx(ctx, &AbortError{Code: code, Stage: stage, Message: message}, abortLinger)
+	s.sendAbortCtx(ctx, &AbortError{Code: code, Stage: stage, Message: message}, s.abortLinger())
 	return nil
 }
 
