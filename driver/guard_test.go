@@ -290,7 +290,7 @@ func TestStallErrorNamesTheNetwork(t *testing.T) {
 }
 
 // TestCancelAndWaitYanks: a cancel stuck on a dead network ("cancelling") is ended by yanking
-// the migration's connections after yankAfter; a QEMU without yank is waited for until the
+// the migration's connections after YankAfter; a QEMU without yank is waited for until the
 // limit.
 func TestCancelAndWaitYanks(t *testing.T) {
 	log := logrus.New()
@@ -301,8 +301,8 @@ func TestCancelAndWaitYanks(t *testing.T) {
 	if err != nil || info.Status != qmp.MigrationCancelled {
 		t.Fatalf("stuck cancel: %s, %v; want cancelled", info.Status, err)
 	}
-	if el := time.Since(start); el < yankAfter || el > yankAfter+2*time.Second {
-		t.Errorf("stuck cancel ended after %s, want about %s", el, yankAfter)
+	if el := time.Since(start); el < YankAfter || el > YankAfter+2*time.Second {
+		t.Errorf("stuck cancel ended after %s, want about %s", el, YankAfter)
 	}
 	if !slices.Contains(f.calls, "yank") {
 		t.Errorf("calls %v: no yank", f.calls)
@@ -334,5 +334,33 @@ func TestExplainMigrateRefusal(t *testing.T) {
 	}
 	if explainMigrateRefusal(nil) != nil {
 		t.Error("nil became an error")
+	}
+}
+
+// TestStallDetector: only more bytes sent is progress; a limit of 0 never stalls.
+func TestStallDetector(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	d := NewStallDetector(10*time.Second, t0)
+	steps := []struct {
+		at   time.Duration
+		sent uint64
+		want bool
+	}{
+		{5 * time.Second, 100, false},
+		{14 * time.Second, 100, false}, // 9 s without progress
+		{16 * time.Second, 100, true},  // 11 s
+		{17 * time.Second, 50, true},   // fewer bytes is no progress
+		{18 * time.Second, 101, false}, // moving again
+		{27 * time.Second, 101, false},
+		{29 * time.Second, 101, true},
+	}
+	for _, s := range steps {
+		if got := d.Observe(t0.Add(s.at), s.sent); got != s.want {
+			t.Errorf("at %s with %d sent: stalled %v, want %v", s.at, s.sent, got, s.want)
+		}
+	}
+	never := NewStallDetector(0, t0)
+	if never.Observe(t0.Add(time.Hour), 0) {
+		t.Error("a detector without a limit reported a stall")
 	}
 }

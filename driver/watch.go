@@ -55,21 +55,23 @@ func nonNeg(v int64) uint64 {
 	return uint64(v)
 }
 
-// stallDetector notices a migration that stopped moving: some mismatches make QEMU hang
-// forever with no error on either side (FACTS.md), so every wait has a progress timeout.
-type stallDetector struct {
+// StallDetector notices a migration that stopped moving: some mismatches make QEMU hang
+// forever with no error on either side (FACTS.md), and a dead network makes every side wait, so
+// every wait has a progress timeout. The libvirt path uses it on libvirt's job statistics.
+type StallDetector struct {
 	limit    time.Duration
 	best     uint64
 	progress time.Time
 }
 
-func newStallDetector(limit time.Duration, now time.Time) *stallDetector {
-	return &stallDetector{limit: limit, progress: now}
+// NewStallDetector starts a detector at now; a limit of 0 never reports a stall.
+func NewStallDetector(limit time.Duration, now time.Time) *StallDetector {
+	return &StallDetector{limit: limit, progress: now}
 }
 
-// observe records a sample and reports whether the migration has made no progress for longer
-// than the limit. Any increase of the transferred bytes, or a change of status, is progress.
-func (s *stallDetector) observe(now time.Time, transferred uint64) bool {
+// Observe records a sample and reports whether the migration has made no progress for longer
+// than the limit. Any increase of the transferred bytes is progress.
+func (s *StallDetector) Observe(now time.Time, transferred uint64) bool {
 	if transferred > s.best {
 		s.best, s.progress = transferred, now
 		return false
@@ -128,7 +130,7 @@ func watchSource(ctx context.Context, mon qmp.Monitor, cfg watchConfig) (qmp.Mig
 	defer sub.Close()
 	tick := time.NewTicker(cfg.Poll)
 	defer tick.Stop()
-	stall := newStallDetector(cfg.StallTimeout, time.Now())
+	stall := NewStallDetector(cfg.StallTimeout, time.Now())
 	switched := false
 	var last qmp.MigrationInfo
 	for {
@@ -171,7 +173,7 @@ func watchSource(ctx context.Context, mon qmp.Monitor, cfg watchConfig) (qmp.Mig
 			}
 			continue
 		}
-		if stall.observe(time.Now(), p.Transferred) {
+		if stall.Observe(time.Now(), p.Transferred) {
 			return info, &StallError{Status: info.Status, Transferred: p.Transferred, For: cfg.StallTimeout}
 		}
 	}
@@ -179,7 +181,7 @@ func watchSource(ctx context.Context, mon qmp.Monitor, cfg watchConfig) (qmp.Mig
 
 // cancelAndWait cancels the source QEMU's migration and waits until QEMU says it is over.
 //
-// A cancel that has not finished after yankAfter is stuck: QEMU 7.2's sending threads block on
+// A cancel that has not finished after YankAfter is stuck: QEMU 7.2's sending threads block on
 // a dead network, the migration stays "cancelling" until the connection fails or comes back —
 // and with more than two multifd channels the source QEMU then aborts (yank.c assertion; the
 // guest is lost; docs/FAULTS.md). Yanking the migration's connections (QMP yank, QEMU 6.0+)
@@ -190,7 +192,7 @@ func cancelAndWait(ctx context.Context, mon qmp.Executor, limit time.Duration, l
 	if err := qmp.MigrateCancel(ctx, mon); err != nil {
 		return qmp.MigrationInfo{}, fmt.Errorf("driver: migrate_cancel: %w", err)
 	}
-	yankAt := time.Now().Add(yankAfter)
+	yankAt := time.Now().Add(YankAfter)
 	for {
 		info, err := qmp.QueryMigrate(ctx, mon)
 		if err != nil {
@@ -203,9 +205,9 @@ func cancelAndWait(ctx context.Context, mon qmp.Executor, limit time.Duration, l
 		if !yankAt.IsZero() && time.Now().After(yankAt) {
 			yankAt = time.Time{}
 			if err := qmp.YankMigration(ctx, mon); err != nil {
-				log.WithError(err).Warnf("driver: the cancel is still %s after %s and QEMU cannot yank the migration's connections: waiting", info.Status, yankAfter)
+				log.WithError(err).Warnf("driver: the cancel is still %s after %s and QEMU cannot yank the migration's connections: waiting", info.Status, YankAfter)
 			} else {
-				log.Warnf("driver: the cancel was still %s after %s (the network is probably down): yanked the migration's connections", info.Status, yankAfter)
+				log.Warnf("driver: the cancel was still %s after %s (the network is probably down): yanked the migration's connections", info.Status, YankAfter)
 			}
 		}
 		select {
@@ -254,9 +256,9 @@ func qemuAtLeast(version string, major, minor int) bool {
 	return ma > major || ma == major && mi >= minor
 }
 
-// yankAfter is how long a cancel may take before its connections are yanked: a cancel on a
+// YankAfter is how long a cancel may take before its connections are yanked: a cancel on a
 // live network takes milliseconds.
-const yankAfter = time.Second
+const YankAfter = time.Second
 
 // ensureRunning resumes a guest that a failed or cancelled migration left paused. It is the
 // last line of "nothing is lost": the source guest keeps running whatever happened.

@@ -33,7 +33,7 @@ func migrateLibvirt(ctx context.Context, connect string, m virshMigrate, rep *re
 		DestURI: m.DestURI, Agent: agent, Wants: wantsOf(m), TLSDir: tlsDirOf(m), Insecure: m.Insecure,
 		ServerName: m.TLSDestination, Flags: libvirtFlags(m), MigrateURI: m.MigrateURI,
 		ListenAddress: m.ListenAddress, DestName: m.DName, SkipDeviceCheck: m.SkipDeviceCheck,
-		Deep: m.Deep, OnProgress: rep.progress, Log: logrus.StandardLogger(),
+		Deep: m.Deep, ProgressTimeout: m.ProgressTimeout, OnProgress: rep.progress, Log: logrus.StandardLogger(),
 	}
 	src, err := openLibvirtSource(ctx, connect, m, &opts)
 	if err != nil {
@@ -52,7 +52,8 @@ func migrateLibvirt(ctx context.Context, connect string, m virshMigrate, rep *re
 // migrateLibvirtV1 is the legacy v1 path for a libvirt domain: libvirt's own flow, no handshake.
 func migrateLibvirtV1(ctx context.Context, connect string, m virshMigrate, rep *reporter) error {
 	opts := lvdriver.MigrateOptions{DestURI: m.DestURI, Flags: libvirtV1Flags(m), MigrateURI: m.MigrateURI, ListenAddress: m.ListenAddress,
-		DestName: m.DName, Wants: driver.Wants{MaxBandwidth: int64(m.Bandwidth) << 20}, OnProgress: rep.progress, Log: logrus.StandardLogger()}
+		DestName: m.DName, Wants: driver.Wants{MaxBandwidth: int64(m.Bandwidth) << 20}, ProgressTimeout: m.ProgressTimeout,
+		OnProgress: rep.progress, Log: logrus.StandardLogger()}
 	src, err := openLibvirtSource(ctx, connect, m, &opts)
 	if err != nil {
 		return err

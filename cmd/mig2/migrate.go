@@ -48,8 +48,9 @@ auto|none|zlib|zstd, --insecure (plaintext, labs only), --json, --keep-source,
 --progress-timeout D, --downtime-limit D, --skip-device-check (experts), --protocol v1|v2|auto,
 --fallback v1|none, --virsh-exact, and for libvirt --deep: ask the domain's QEMU for its
 migration capabilities through QMP pass-through (QemuMonitorCommand) instead of inferring them
-from libvirt's version; libvirt then marks the domain tainted "custom-monitor". With --qmp, --timeout N cancels after N seconds; with libvirt
-it keeps virsh's meaning (suspend the guest after N seconds).
+from libvirt's version; libvirt then marks the domain tainted "custom-monitor". With --qmp,
+--timeout N cancels after N seconds; the libvirt path does not take --timeout yet
+(--progress-timeout, default 60s, cancels a migration that has stopped moving).
 
 ` + exitCodeTable
 

@@ -139,6 +139,7 @@ func (in *Incoming) supervise(ctx context.Context, d *v2proto.Destination, name 
 	defer func() { stopRead(); d.Close(); <-readerDone }()
 	tick := time.NewTicker(300 * time.Millisecond)
 	defer tick.Stop()
+	lastSent := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
@@ -155,6 +156,12 @@ func (in *Incoming) supervise(ctx context.Context, d *v2proto.Destination, name 
 			return fmt.Errorf("libvirt: the migration failed: %s; the destination QEMU said: %s", why, text)
 		case <-tick.C:
 		}
+		if time.Since(lastSent) >= progressEvery {
+			// SPEC §4.6. It also ends the session soon after a cut link returns: the source that
+			// gave up meanwhile has closed its end, and its host answers with a reset.
+			lastSent = time.Now()
+			_ = d.SendProgress(ctx, &v2proto.Progress{Status: "active"})
+		}
 		if !d.SwitchoverReceived() {
 			continue
 		}
@@ -168,6 +175,10 @@ func (in *Incoming) supervise(ctx context.Context, d *v2proto.Destination, name 
 		return errors.New("libvirt: the domain does not run here after the migration")
 	}
 }
+
+// progressEvery is how often the destination tells the source it is there (SPEC §4.6: at
+// least every 10 s).
+const progressEvery = 5 * time.Second
 
 func (in *Incoming) domainState(name string) golibvirt.DomainState {
 	dom, err := in.conn.LookupDomainByName(name)

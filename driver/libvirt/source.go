@@ -79,8 +79,20 @@ type MigrateOptions struct {
 	// the domain tainted "custom-monitor".
 	Deep           bool
 	ConfirmTimeout time.Duration
-	OnProgress     func(driver.Progress)
-	Log            logrus.FieldLogger
+	// ProgressTimeout aborts a job that has moved nothing for this long (--progress-timeout;
+	// default 60 s, as on the plain-QEMU path).
+	ProgressTimeout time.Duration
+	OnProgress      func(driver.Progress)
+	Log             logrus.FieldLogger
+}
+
+func (o *MigrateOptions) defaults() {
+	if o.ConfirmTimeout <= 0 {
+		o.ConfirmTimeout = 60 * time.Second
+	}
+	if o.ProgressTimeout <= 0 {
+		o.ProgressTimeout = 60 * time.Second
+	}
 }
 
 // AgentAddress derives the agent's address from a libvirt URI's host.
@@ -97,9 +109,7 @@ func AgentAddress(destURI string) (string, error) {
 // migration and the agent confirmed the domain runs there.
 func (s *Source) Migrate(ctx context.Context, o MigrateOptions) (*driver.Summary, error) {
 	start := time.Now()
-	if o.ConfirmTimeout <= 0 {
-		o.ConfirmTimeout = 60 * time.Second
-	}
+	o.defaults()
 	if o.Log == nil {
 		o.Log = s.log
 	}
@@ -152,7 +162,7 @@ func (s *Source) Migrate(ctx context.Context, o MigrateOptions) (*driver.Summary
 	sum.Preflight.Total = time.Since(start)
 	go func() { done <- s.dom.MigrateToURI3(o.DestURI, params, flags) }()
 	var lastKeepalive time.Time
-	last, migErr := s.follow(ctx, done, func(p driver.Progress) {
+	last, stalled, migErr := s.follow(ctx, done, o.ProgressTimeout, func(p driver.Progress) {
 		if o.OnProgress != nil {
 			o.OnProgress(p)
 		}
@@ -170,10 +180,9 @@ func (s *Source) Migrate(ctx context.Context, o MigrateOptions) (*driver.Summary
 	}
 	if migErr != nil {
 		code := v2proto.AbortSourceFailed
-		migErr = plainLibvirtError(migErr)
+		migErr = jobError(ctx, stalled, migErr)
 		if ctx.Err() != nil {
 			code = v2proto.AbortCancelled
-			migErr = fmt.Errorf("libvirt: %w (%v)", ctx.Err(), migErr)
 		}
 		dest := s.destReport(sess, code, migErr)
 		return nil, s.failed("migrate", migErr, dest)
@@ -309,24 +318,31 @@ func wantsOf(w driver.Wants) v2proto.Wants {
 	}
 }
 
-// follow polls libvirt's job statistics until MigrateToURI3 returns; a cancelled ctx aborts
-// the job (libvirt then resumes the source domain itself). It returns the last statistics seen.
-func (s *Source) follow(ctx context.Context, done <-chan error, onProgress func(driver.Progress)) (*golibvirt.DomainJobInfo, error) {
+// follow polls libvirt's job statistics until MigrateToURI3 returns, and returns the last
+// statistics seen and MigrateToURI3's error. It aborts the job (libvirt then keeps the source
+// domain running) when ctx is cancelled, or when nothing has moved for stall (0: never); stalled
+// then says so. A job still running YankAfter after its abort is a cancel stuck on a dead
+// network (docs/FAULTS.md): it is ended by yanking the migration's connections.
+func (s *Source) follow(ctx context.Context, done <-chan error, stall time.Duration, onProgress func(driver.Progress)) (last *golibvirt.DomainJobInfo, stalled *driver.StallError, err error) {
 	tick := time.NewTicker(300 * time.Millisecond)
 	defer tick.Stop()
-	aborted := false
-	var last *golibvirt.DomainJobInfo
+	moving := driver.NewStallDetector(stall, time.Now())
+	var abortedAt time.Time
+	yanked := false
+	abort := func() {
+		if abortedAt.IsZero() {
+			abortedAt = time.Now()
+			if err := s.dom.AbortJob(); err != nil {
+				s.log.WithError(err).Warn("libvirt: AbortJob")
+			}
+		}
+	}
 	for {
 		select {
 		case err := <-done:
-			return last, err
+			return last, stalled, err
 		case <-ctx.Done():
-			if !aborted {
-				aborted = true
-				if err := s.dom.AbortJob(); err != nil {
-					s.log.WithError(err).Warn("libvirt: AbortJob")
-				}
-			}
+			abort()
 		case <-tick.C:
 			if st, err := s.dom.GetJobStats(0); err == nil && st.DataTotalSet {
 				last = st
@@ -334,8 +350,49 @@ func (s *Source) follow(ctx context.Context, done <-chan error, onProgress func(
 					onProgress(progressOf(st))
 				}
 			}
+			var sent uint64
+			if last != nil {
+				sent = last.DataProcessed
+			}
+			if stalled == nil && abortedAt.IsZero() && moving.Observe(time.Now(), sent) {
+				stalled = &driver.StallError{Status: qmp.MigrationActive, Transferred: sent, For: stall}
+				s.log.WithError(stalled).Warn("libvirt: aborting the migration job")
+				abort()
+			}
+			if !abortedAt.IsZero() && !yanked && time.Since(abortedAt) > driver.YankAfter {
+				yanked = true
+				s.yankStuckCancel()
+			}
 		}
 	}
+}
+
+// yankStuckCancel ends a cancel that QEMU has not finished YankAfter after libvirt asked for
+// it: QEMU 7.2's sending threads block on a dead network, and the migration stays
+// "cancelling" (and MigrateToURI3 with it) until the link returns or TCP gives up, ~15 min
+// later. Yanking the migration's connections ends it at once, as on mig2's plain-QEMU path.
+// libvirt has no call for it, so it goes through QMP pass-through, which marks the domain
+// tainted "custom-monitor"; only a cancel QEMU reports "cancelling" is yanked. libvirt may hold
+// the pass-through back while its own job talks to the lost destination: the yank then gives
+// up after 5 s (seen in the lab), and the cancel ends when libvirt's does.
+func (s *Source) yankStuckCancel() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	mon := libvirtqmp.New(s.dom)
+	defer mon.Close()
+	info, err := qmp.QueryMigrate(ctx, mon)
+	if err != nil {
+		s.log.WithError(err).Warn("libvirt: reading the QEMU's migration status through QMP pass-through, to end a stuck cancel")
+		return
+	}
+	if info.Status != qmp.MigrationCancelling {
+		return
+	}
+	if err := qmp.YankMigration(ctx, mon); err != nil {
+		s.log.WithError(err).Warnf("libvirt: the cancel is still %s after %s and its connections could not be yanked: waiting for libvirt", info.Status, driver.YankAfter)
+		return
+	}
+	s.log.Warnf("libvirt: the cancel was still %s after %s (the network is probably down): yanked the migration's connections through QMP pass-through (libvirt marks the domain tainted \"custom-monitor\")", info.Status, driver.YankAfter)
 }
 
 func progressOf(st *golibvirt.DomainJobInfo) driver.Progress {
@@ -416,6 +473,19 @@ func (s *Source) failed(stage string, err error, dest string) error {
 	return me
 }
 
+// jobError is the error of a failed MigrateToURI3, saying first why mig2 aborted the job, if it
+// did.
+func jobError(ctx context.Context, stalled *driver.StallError, err error) error {
+	err = plainLibvirtError(err)
+	switch {
+	case ctx.Err() != nil:
+		return fmt.Errorf("libvirt: %w (%v)", ctx.Err(), err)
+	case stalled != nil:
+		return fmt.Errorf("%w (%v)", stalled, err)
+	}
+	return err
+}
+
 // plainLibvirtError turns the binding's virError(Code=…, Domain=…, Message='…') into libvirt's
 // own message, which is what virsh prints.
 func plainLibvirtError(err error) error {
@@ -453,6 +523,7 @@ func (s *Source) deepFacts(f *v2proto.HostFacts) error {
 // progress and error reporting, and checks the source domain survives a failure.
 func (s *Source) MigrateV1(ctx context.Context, o MigrateOptions, compMethods []string) (*driver.Summary, error) {
 	start := time.Now()
+	o.defaults()
 	sum := &driver.Summary{MigrationID: driver.NewMigrationID(), Guest: s.Name, Protocol: "v1", Peer: o.DestURI}
 	if o.Flags&golibvirt.MIGRATE_PARALLEL != 0 {
 		return nil, fmt.Errorf("libvirt: v1 invariant violated: the legacy path never runs a parallel (multifd) migration")
@@ -467,15 +538,12 @@ func (s *Source) MigrateV1(ctx context.Context, o MigrateOptions, compMethods []
 	}
 	done := make(chan error, 1)
 	go func() { done <- s.dom.MigrateToURI3(o.DestURI, p, o.Flags) }()
-	last, err := s.follow(ctx, done, o.OnProgress)
+	last, stalled, err := s.follow(ctx, done, o.ProgressTimeout, o.OnProgress)
 	if last != nil {
 		fillStats(sum, last)
 	}
 	if err != nil {
-		if ctx.Err() != nil {
-			err = fmt.Errorf("libvirt: %w (%v)", ctx.Err(), err)
-		}
-		return nil, s.failed("migrate", plainLibvirtError(err), "")
+		return nil, s.failed("migrate", jobError(ctx, stalled, err), "")
 	}
 	sum.DestStatus, sum.SourceAfter = "running (libvirt's confirmation)", "stopped by libvirt"
 	sum.Total = time.Since(start)

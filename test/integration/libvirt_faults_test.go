@@ -95,7 +95,7 @@ type labMigration struct {
 
 // startMigration starts `mig2 migrate` of the guest from its host to the other, capped at
 // bandwidth MiB/s ("" for no cap).
-func (f *faultLab) startMigration(t *testing.T, bandwidth string) *labMigration {
+func (f *faultLab) startMigration(t *testing.T, bandwidth string, extra ...string) *labMigration {
 	t.Helper()
 	from, to := f.Hosts[f.at], f.Hosts[1-f.at]
 	m := &labMigration{done: make(chan struct{})}
@@ -103,6 +103,7 @@ func (f *faultLab) startMigration(t *testing.T, bandwidth string) *labMigration 
 	if bandwidth != "" {
 		argv = append(argv, "--bandwidth", bandwidth)
 	}
+	argv = append(argv, extra...)
 	m.cmd = from.Command(context.Background(), append(argv, labFaultDomain, to.TLSURI)...)
 	m.cmd.Stdout, m.cmd.Stderr = &m.stdout, &m.stderr
 	m.start = time.Now()
@@ -310,13 +311,22 @@ func labErrorLine(stderr string) string {
 // libvirt's, so libvirt declares the destination lost while the link is still down.
 const labLinkDownFor = 45 * time.Second
 
+// labProgressTimeout is the network-cut migration's --progress-timeout.
+const labProgressTimeout = "10s"
+
 // networkCut takes the link between the hosts down mid-migration, for labLinkDownFor or until mig2
 // gives up, then brings it back (a real outage ends too: QEMU 7.2 cannot finish cancelling a
-// migration whose sockets are stuck until they move again or TCP gives up, ~15 min).
+// migration whose sockets are stuck until they move again or TCP gives up, ~15 min, unless
+// its connections are yanked).
 func (f *faultLab) networkCut(t *testing.T) {
 	f.settle(t, time.Minute)
-	m := f.startMigration(t, labSlowBandwidth)
+	m := f.startMigration(t, labSlowBandwidth, "--progress-timeout", labProgressTimeout)
 	f.waitMoving(t, m)
+	dst := f.agents[1-f.at]
+	var mark int64
+	if st, err := os.Stat(dst.log); err == nil {
+		mark = st.Size()
+	}
 	if err := f.SetLink(ctxT(t, 30*time.Second), false); err != nil {
 		t.Fatal(err)
 	}
@@ -336,9 +346,26 @@ func (f *faultLab) networkCut(t *testing.T) {
 	if !m.wait(3 * time.Minute) {
 		t.Fatalf("mig2 still runs 3 min after the link came back:\n%s", m.stderr.String())
 	}
+	// The destination agent cannot hear the source give up while the link is down; once it is
+	// back, its next Progress (every 5 s) meets the source host's reset and ends the session.
+	released := dst.waitSessionEnded(t, mark, 30*time.Second)
 	gaveUp := m.elapsed - cut.Sub(m.start)
-	what := fmt.Sprintf("link down mid-migration, restored %s later; mig2 exited %s after the cut (%s)", restoredAfter.Round(time.Second),
-		gaveUp.Round(100*time.Millisecond), map[bool]string{true: "while the link was down", false: "once the link was back"}[exitedWhileDown])
+	// mig2 aborts libvirt's job once nothing has moved for its progress timeout. When it exits
+	// is libvirt's: its job ends once QEMU's cancel does (mig2 yanks a stuck one, when libvirt
+	// lets its QMP pass-through through) and its keepalive has given up on the destination.
+	if want := "made no progress for " + labProgressTimeout; !strings.Contains(m.stderr.String(), want) {
+		t.Errorf("mig2's error does not say %q:\n%s", want, lastLines(m.stderr.String(), 20))
+	}
+	yanked := "no yank tried"
+	switch errText := m.stderr.String(); {
+	case strings.Contains(errText, "yanked the migration's connections"):
+		yanked = "the stuck cancel yanked"
+	case strings.Contains(errText, "could not be yanked"):
+		yanked = "libvirt held the yank back"
+	}
+	what := fmt.Sprintf("link down mid-migration, restored %s later; mig2 exited %s after the cut (%s; %s); the destination agent ended the session %s after the link returned",
+		restoredAfter.Round(time.Second), gaveUp.Round(100*time.Millisecond),
+		map[bool]string{true: "while the link was down", false: "once the link was back"}[exitedWhileDown], yanked, released.Round(100*time.Millisecond))
 	f.failedIntact(t, m, what)
 }
 
@@ -472,6 +499,23 @@ func (a *labAgent) kill(t *testing.T) {
 	case <-a.exited:
 	case <-time.After(10 * time.Second):
 		t.Fatalf("the agent on %s survived SIGKILL", a.h.Name)
+	}
+}
+
+// waitSessionEnded waits up to limit for the agent to log, past offset in its log, the end of
+// an incoming migration, and says how long that took.
+func (a *labAgent) waitSessionEnded(t *testing.T, offset int64, limit time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for {
+		b, _ := os.ReadFile(a.log)
+		if int64(len(b)) > offset && strings.Contains(string(b[offset:]), "driver: incoming migration") {
+			return time.Since(start)
+		}
+		if time.Since(start) > limit {
+			t.Fatalf("the agent on %s did not end the interrupted session within %s of the link's return:\n%s", a.h.Name, limit, lastLines(string(b), 20))
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
 
