@@ -322,16 +322,18 @@ func wantsOf(w driver.Wants) v2proto.Wants {
 // statistics seen and MigrateToURI3's error. It aborts the job (libvirt then keeps the source
 // domain running) when ctx is cancelled, or when nothing has moved for stall (0: never); stalled
 // then says so. A job still running YankAfter after its abort is a cancel stuck on a dead
-// network (docs/FAULTS.md): it is ended by yanking the migration's connections.
+// network (docs/FAULTS.md): it is ended by yanking the migration's connections, tried again every
+// yankRetry while libvirt holds the yank back.
 func (s *Source) follow(ctx context.Context, done <-chan error, stall time.Duration, onProgress func(driver.Progress)) (last *golibvirt.DomainJobInfo, stalled *driver.StallError, err error) {
 	tick := time.NewTicker(300 * time.Millisecond)
 	defer tick.Stop()
 	moving := driver.NewStallDetector(stall, time.Now())
-	var abortedAt time.Time
-	yanked := false
+	var aborted bool
+	var nextYank time.Time // when to try to end a stuck cancel; zero: not (or no longer)
+	attempts := 0
 	abort := func() {
-		if abortedAt.IsZero() {
-			abortedAt = time.Now()
+		if !aborted {
+			aborted, nextYank = true, time.Now().Add(driver.YankAfter)
 			if err := s.dom.AbortJob(); err != nil {
 				s.log.WithError(err).Warn("libvirt: AbortJob")
 			}
@@ -354,14 +356,18 @@ func (s *Source) follow(ctx context.Context, done <-chan error, stall time.Durat
 			if last != nil {
 				sent = last.DataProcessed
 			}
-			if stalled == nil && abortedAt.IsZero() && moving.Observe(time.Now(), sent) {
+			if stalled == nil && !aborted && moving.Observe(time.Now(), sent) {
 				stalled = &driver.StallError{Status: qmp.MigrationActive, Transferred: sent, For: stall}
 				s.log.WithError(stalled).Warn("libvirt: aborting the migration job")
 				abort()
 			}
-			if !abortedAt.IsZero() && !yanked && time.Since(abortedAt) > driver.YankAfter {
-				yanked = true
-				s.yankStuckCancel()
+			if !nextYank.IsZero() && time.Now().After(nextYank) {
+				attempts++
+				if s.yankStuckCancel(attempts == 1) {
+					nextYank = time.Time{}
+				} else {
+					nextYank = time.Now().Add(yankRetry)
+				}
 			}
 		}
 	}
@@ -374,26 +380,36 @@ func (s *Source) follow(ctx context.Context, done <-chan error, stall time.Durat
 // libvirt has no call for it, so it goes through QMP pass-through, which marks the domain
 // tainted "custom-monitor"; only a cancel QEMU reports "cancelling" is yanked. libvirt may hold
 // the pass-through back while its own job talks to the lost destination: the yank then gives
-// up after 5 s (seen in the lab), and the cancel ends when libvirt's does.
-func (s *Source) yankStuckCancel() {
+// up after 5 s (seen in the lab) and is tried again. It reports whether it is done: yanked, or
+// nothing to yank. Only the first failure is logged (first).
+func (s *Source) yankStuckCancel(first bool) (done bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	mon := libvirtqmp.New(s.dom)
 	defer mon.Close()
 	info, err := qmp.QueryMigrate(ctx, mon)
+	if err == nil {
+		switch info.Status {
+		case qmp.MigrationCancelling:
+			err = qmp.YankMigration(ctx, mon)
+		case qmp.MigrationSetup, qmp.MigrationActive, qmp.MigrationPreSwitchover:
+			return false // the cancel has not reached QEMU yet
+		default:
+			return true // over, or past the point where QEMU cancels
+		}
+	}
 	if err != nil {
-		s.log.WithError(err).Warn("libvirt: reading the QEMU's migration status through QMP pass-through, to end a stuck cancel")
-		return
+		if first {
+			s.log.WithError(err).Warnf("libvirt: the cancel is still not over after %s and libvirt's QMP pass-through did not let the yank of its connections through: trying again every %s", driver.YankAfter, yankRetry)
+		}
+		return false
 	}
-	if info.Status != qmp.MigrationCancelling {
-		return
-	}
-	if err := qmp.YankMigration(ctx, mon); err != nil {
-		s.log.WithError(err).Warnf("libvirt: the cancel is still %s after %s and its connections could not be yanked: waiting for libvirt", info.Status, driver.YankAfter)
-		return
-	}
-	s.log.Warnf("libvirt: the cancel was still %s after %s (the network is probably down): yanked the migration's connections through QMP pass-through (libvirt marks the domain tainted \"custom-monitor\")", info.Status, driver.YankAfter)
+	s.log.Warnf("libvirt: the cancel was still %s (the network is probably down): yanked the migration's connections through QMP pass-through (libvirt marks the domain tainted \"custom-monitor\")", info.Status)
+	return true
 }
+
+// yankRetry is how often a yank that libvirt held back is tried again.
+const yankRetry = 3 * time.Second
 
 func progressOf(st *golibvirt.DomainJobInfo) driver.Progress {
 	p := driver.Progress{Status: "active", Transferred: st.DataProcessed, Remaining: st.DataRemaining, Total: st.DataTotal}
