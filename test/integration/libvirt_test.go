@@ -40,7 +40,11 @@ func upLab(t *testing.T) *libvirtLab {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(base) })
+	if os.Getenv("MIG2_LAB_KEEP") == "1" { // for debugging: the hosts' libvirtd logs stay
+		t.Logf("MIG2_LAB_KEEP=1: the lab stays in %s", base)
+	} else {
+		t.Cleanup(func() { os.RemoveAll(base) })
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	l, err := lab.Up(ctx, filepath.Join(base, "lab"))
