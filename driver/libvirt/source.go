@@ -359,6 +359,7 @@ func (s *Source) follow(ctx context.Context, done <-chan error, stall time.Durat
 			if stalled == nil && !aborted && moving.Observe(time.Now(), sent) {
 				stalled = &driver.StallError{Status: qmp.MigrationActive, Transferred: sent, For: stall}
 				s.log.WithError(stalled).Warn("libvirt: aborting the migration job")
+				s.yankStalled()
 				abort()
 			}
 			if !nextYank.IsZero() && time.Now().After(nextYank) {
@@ -371,6 +372,32 @@ func (s *Source) follow(ctx context.Context, done <-chan error, stall time.Durat
 			}
 		}
 	}
+}
+
+// yankStalled yanks the connections of a migration that has stopped moving, before its job is
+// aborted. A stall is most often a dead link, on which QEMU's cancel would hang (see
+// yankStuckCancel); and libvirt lets QMP pass-through in while its job still waits for QEMU,
+// but not always once the cancel has started (docs/FAULTS.md). QEMU then fails the migration
+// and keeps running the guest, as it does for a cancel.
+func (s *Source) yankStalled() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	mon := libvirtqmp.New(s.dom)
+	defer mon.Close()
+	info, err := qmp.QueryMigrate(ctx, mon)
+	if err == nil {
+		switch info.Status {
+		case qmp.MigrationSetup, qmp.MigrationActive, qmp.MigrationCancelling:
+			err = qmp.YankMigration(ctx, mon)
+		default:
+			return // finishing, or over: the abort decides
+		}
+	}
+	if err != nil {
+		s.log.WithError(err).Warn("libvirt: could not yank the stalled migration's connections through QMP pass-through; aborting the job only")
+		return
+	}
+	s.log.Warnf("libvirt: the migration was %s but moved nothing: yanked its connections through QMP pass-through (libvirt marks the domain tainted \"custom-monitor\")", info.Status)
 }
 
 // yankStuckCancel ends a cancel that QEMU has not finished YankAfter after libvirt asked for

@@ -315,9 +315,9 @@ const labLinkDownFor = 45 * time.Second
 const labProgressTimeout = "10s"
 
 // networkCut takes the link between the hosts down mid-migration, for labLinkDownFor or until mig2
-// gives up, then brings it back (a real outage ends too: QEMU 7.2 cannot finish cancelling a
-// migration whose sockets are stuck until they move again or TCP gives up, ~15 min, unless
-// its connections are yanked).
+// gives up, then brings it back. mig2 must give up while the link is down: QEMU 7.2 cannot
+// finish cancelling a migration whose sockets are stuck until they move again or TCP gives up
+// (~15 min), so mig2 yanks the stalled migration's connections before it aborts the job.
 func (f *faultLab) networkCut(t *testing.T) {
 	f.settle(t, time.Minute)
 	m := f.startMigration(t, labSlowBandwidth, "--progress-timeout", labProgressTimeout)
@@ -350,11 +350,15 @@ func (f *faultLab) networkCut(t *testing.T) {
 	// back, its next Progress (every 5 s) meets the source host's reset and ends the session.
 	released := dst.waitSessionEnded(t, mark, 30*time.Second)
 	gaveUp := m.elapsed - cut.Sub(m.start)
-	// mig2 aborts libvirt's job once nothing has moved for its progress timeout. When it exits
-	// is libvirt's: its job ends once QEMU's cancel does (mig2 yanks a stuck one, when libvirt
-	// lets its QMP pass-through through) and its keepalive has given up on the destination.
+	// Once nothing has moved for its progress timeout, mig2 yanks the migration's connections and
+	// aborts libvirt's job. libvirt's job then ends when its keepalive gives up on the
+	// destination (30 s), well before the link returns.
 	if want := "made no progress for " + labProgressTimeout; !strings.Contains(m.stderr.String(), want) {
 		t.Errorf("mig2's error does not say %q:\n%s", want, lastLines(m.stderr.String(), 20))
+	}
+	if !exitedWhileDown {
+		t.Errorf("mig2 exited %s after the cut, once the link was back: with --progress-timeout %s it must give up while the link is down\n%s",
+			(m.elapsed - cut.Sub(m.start)).Round(100*time.Millisecond), labProgressTimeout, lastLines(m.stderr.String(), 20))
 	}
 	yanked := "no yank tried"
 	errText := m.stderr.String()
@@ -365,6 +369,8 @@ func (f *faultLab) networkCut(t *testing.T) {
 	}
 	heldBack := strings.Contains(errText, "did not let the yank")
 	switch {
+	case strings.Contains(errText, "moved nothing: yanked its connections"):
+		yanked = "the stalled migration yanked before the abort"
 	case strings.Contains(errText, "yanked the migration's connections") && heldBack:
 		yanked = "the stuck cancel yanked once libvirt let the yank through"
 	case strings.Contains(errText, "yanked the migration's connections"):
