@@ -380,24 +380,13 @@ func (s *Source) follow(ctx context.Context, done <-chan error, stall time.Durat
 // but not always once the cancel has started (docs/FAULTS.md). QEMU then fails the migration
 // and keeps running the guest, as it does for a cancel.
 func (s *Source) yankStalled() {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	mon := libvirtqmp.New(s.dom)
-	defer mon.Close()
-	info, err := qmp.QueryMigrate(ctx, mon)
-	if err == nil {
-		switch info.Status {
-		case qmp.MigrationSetup, qmp.MigrationActive, qmp.MigrationCancelling:
-			err = qmp.YankMigration(ctx, mon)
-		default:
-			return // finishing, or over: the abort decides
-		}
-	}
-	if err != nil {
+	st, act, err := s.yankThrough(onStall)
+	switch {
+	case err != nil:
 		s.log.WithError(err).Warn("libvirt: could not yank the stalled migration's connections through QMP pass-through; aborting the job only")
-		return
+	case act == yankNow:
+		s.log.Warnf("libvirt: the migration was %s but moved nothing: yanked its connections through QMP pass-through (libvirt marks the domain tainted \"custom-monitor\")", st)
 	}
-	s.log.Warnf("libvirt: the migration was %s but moved nothing: yanked its connections through QMP pass-through (libvirt marks the domain tainted \"custom-monitor\")", info.Status)
 }
 
 // yankStuckCancel ends a cancel that QEMU has not finished YankAfter after libvirt asked for
@@ -405,34 +394,68 @@ func (s *Source) yankStalled() {
 // "cancelling" (and MigrateToURI3 with it) until the link returns or TCP gives up, ~15 min
 // later. Yanking the migration's connections ends it at once, as on mig2's plain-QEMU path.
 // libvirt has no call for it, so it goes through QMP pass-through, which marks the domain
-// tainted "custom-monitor"; only a cancel QEMU reports "cancelling" is yanked. libvirt may hold
-// the pass-through back while its own job talks to the lost destination: the yank then gives
-// up after 5 s (seen in the lab) and is tried again. It reports whether it is done: yanked, or
-// nothing to yank. Only the first failure is logged (first).
+// tainted "custom-monitor". libvirt may hold the pass-through back while its own job waits for
+// the cancel: the yank then gives up after 5 s and is tried again. It reports whether it is
+// done: yanked, or nothing to yank. Only the first failure is logged (first).
 func (s *Source) yankStuckCancel(first bool) (done bool) {
+	st, act, err := s.yankThrough(onStuckCancel)
+	switch {
+	case err != nil:
+		if first {
+			s.log.WithError(err).Warnf("libvirt: the cancel is still not over after %s and libvirt's QMP pass-through did not let the yank of its connections through: trying again every %s", driver.YankAfter, yankRetry)
+		}
+		return false
+	case act == yankNow:
+		s.log.Warnf("libvirt: the cancel was still %s (the network is probably down): yanked the migration's connections through QMP pass-through (libvirt marks the domain tainted \"custom-monitor\")", st)
+	}
+	return act != yankLater
+}
+
+// yankThrough reads QEMU's migration status through QMP pass-through and, if decide says so,
+// yanks the migration's connections.
+func (s *Source) yankThrough(decide func(qmp.MigrationStatus) yankAction) (qmp.MigrationStatus, yankAction, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	mon := libvirtqmp.New(s.dom)
 	defer mon.Close()
 	info, err := qmp.QueryMigrate(ctx, mon)
-	if err == nil {
-		switch info.Status {
-		case qmp.MigrationCancelling:
-			err = qmp.YankMigration(ctx, mon)
-		case qmp.MigrationSetup, qmp.MigrationActive, qmp.MigrationPreSwitchover:
-			return false // the cancel has not reached QEMU yet
-		default:
-			return true // over, or past the point where QEMU cancels
-		}
-	}
 	if err != nil {
-		if first {
-			s.log.WithError(err).Warnf("libvirt: the cancel is still not over after %s and libvirt's QMP pass-through did not let the yank of its connections through: trying again every %s", driver.YankAfter, yankRetry)
-		}
-		return false
+		return "", yankLater, err
 	}
-	s.log.Warnf("libvirt: the cancel was still %s (the network is probably down): yanked the migration's connections through QMP pass-through (libvirt marks the domain tainted \"custom-monitor\")", info.Status)
-	return true
+	act := decide(info.Status)
+	if act == yankNow {
+		err = qmp.YankMigration(ctx, mon)
+	}
+	return info.Status, act, err
+}
+
+// yankAction is what to do about the connections of a migration in a given status.
+type yankAction int
+
+const (
+	yankNothing yankAction = iota // over, or past the point where QEMU can cancel
+	yankNow
+	yankLater // not yet: ask again
+)
+
+// onStall decides for a migration that moved nothing for the progress timeout, before the abort.
+func onStall(st qmp.MigrationStatus) yankAction {
+	switch st {
+	case qmp.MigrationSetup, qmp.MigrationActive, qmp.MigrationCancelling:
+		return yankNow
+	}
+	return yankNothing // finishing, or over: the abort decides
+}
+
+// onStuckCancel decides for a migration whose job was aborted YankAfter ago.
+func onStuckCancel(st qmp.MigrationStatus) yankAction {
+	switch st {
+	case qmp.MigrationCancelling:
+		return yankNow
+	case qmp.MigrationSetup, qmp.MigrationActive, qmp.MigrationPreSwitchover:
+		return yankLater // the cancel has not reached QEMU yet
+	}
+	return yankNothing
 }
 
 // yankRetry is how often a yank that libvirt held back is tried again.
