@@ -354,7 +354,7 @@ func (f *faultLab) networkCut(t *testing.T) {
 	// aborts libvirt's job; libvirt's job then ends when its keepalive gives up on the
 	// destination (30 s), before the link returns. The yank goes through libvirt's QMP
 	// pass-through, which libvirtd does not always serve during a migration job (docs/FAULTS.md:
-	// 7 of 8 runs), so when mig2 exits is reported, not asserted.
+	// 8 of 9 runs), so when mig2 exits is reported, not asserted.
 	if want := "made no progress for " + labProgressTimeout; !strings.Contains(m.stderr.String(), want) {
 		t.Errorf("mig2's error does not say %q:\n%s", want, lastLines(m.stderr.String(), 20))
 	}
