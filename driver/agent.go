@@ -295,7 +295,7 @@ func (in *incoming) run(ctx context.Context, hello *v2proto.Hello, r *guestReadi
 				applyCh <- applyResult{planErr: err, at: time.Now()}
 				return
 			}
-			a, err := applyPlanOn(ctx, mon, plan, r.state)
+			a, err := applyPlan(ctx, mon, plan, r.state)
 			applyCh <- applyResult{applied: a, err: err, at: time.Now()}
 		}()
 	}

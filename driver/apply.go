@@ -58,14 +58,9 @@ type applied struct {
 }
 
 // applyPlan sets a plan on a QEMU: objects first (the parameters name them), then capabilities,
-// then parameters. On error everything already set is undone before returning.
-func applyPlan(ctx context.Context, ex qmp.Executor, p qemuPlan) (*applied, error) {
-	return applyPlanOn(ctx, ex, p, nil)
-}
-
-// applyPlanOn is applyPlan on a QEMU whose migration settings are known (st, nil when not): it
-// sends only what changes (qemuPlan.pending).
-func applyPlanOn(ctx context.Context, ex qmp.Executor, p qemuPlan, st *migrationState) (*applied, error) {
+// then parameters. On error everything already set is undone before returning. With the QEMU's
+// migration settings known (st; nil when not) it sends only what changes (qemuPlan.pending).
+func applyPlan(ctx context.Context, ex qmp.Executor, p qemuPlan, st *migrationState) (*applied, error) {
 	if err := checkV2Plan(p); err != nil {
 		return nil, err
 	}

@@ -87,7 +87,7 @@ func TestApplyPlanOneRound(t *testing.T) {
 				return q
 			}
 			q := &scriptedQEMU{objects: map[string]bool{}}
-			if _, err := applyPlan(context.Background(), ex(q), testPlan()); err != nil {
+			if _, err := applyPlan(context.Background(), ex(q), testPlan(), nil); err != nil {
 				t.Fatal(err)
 			}
 			if want := 1; pipelined && q.rounds != want {
@@ -98,7 +98,7 @@ func TestApplyPlanOneRound(t *testing.T) {
 			}
 
 			q = &scriptedQEMU{objects: map[string]bool{"mig2-tls-x": true}} // a leftover
-			a, err := applyPlan(context.Background(), ex(q), testPlan())
+			a, err := applyPlan(context.Background(), ex(q), testPlan(), nil)
 			if err != nil {
 				t.Fatalf("leftover object: %v", err)
 			}
@@ -110,7 +110,7 @@ func TestApplyPlanOneRound(t *testing.T) {
 			}
 
 			q = &scriptedQEMU{objects: map[string]bool{}, fail: map[string]bool{"migrate-set-parameters": true}}
-			_, err = applyPlan(context.Background(), ex(q), testPlan())
+			_, err = applyPlan(context.Background(), ex(q), testPlan(), nil)
 			if err == nil || !strings.Contains(err.Error(), "set migration parameters") {
 				t.Fatalf("err %v, want the parameters' failure", err)
 			}
@@ -179,7 +179,7 @@ func TestApplyPlanOnKnownState(t *testing.T) {
 		Params: qmp.MigrationParameters{MultifdChannels: &two},
 	}
 	q := &scriptedQEMU{objects: map[string]bool{}}
-	a, err := applyPlanOn(context.Background(), pipelinedQEMU{q}, testPlan(), st)
+	a, err := applyPlan(context.Background(), pipelinedQEMU{q}, testPlan(), st)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -30,7 +30,7 @@ func TestV2InvariantCannotBeBroken(t *testing.T) {
 		{{Capability: "return-path", State: true}},
 	} {
 		r := &recorder{}
-		if _, err := applyPlan(context.Background(), r, qemuPlan{Caps: caps}); !errors.Is(err, ErrInvariant) {
+		if _, err := applyPlan(context.Background(), r, qemuPlan{Caps: caps}, nil); !errors.Is(err, ErrInvariant) {
 			t.Fatalf("forged v2 plan %v: err %v, want ErrInvariant", caps, err)
 		}
 		if len(r.cmds) != 0 {

@@ -46,13 +46,18 @@ type MigrateOptions struct {
 	Log        logrus.FieldLogger
 }
 
+// DefaultTimeouts sets a progress or confirm timeout left at zero to 60 s, the default of every
+// migration path (plain QEMU v2 and v1, libvirt).
+func DefaultTimeouts(progress, confirm *time.Duration) {
+	for _, d := range []*time.Duration{progress, confirm} {
+		if *d <= 0 {
+			*d = 60 * time.Second
+		}
+	}
+}
+
 func (o *MigrateOptions) defaults() {
-	if o.ProgressTimeout <= 0 {
-		o.ProgressTimeout = 60 * time.Second
-	}
-	if o.ConfirmTimeout <= 0 {
-		o.ConfirmTimeout = 60 * time.Second
-	}
+	DefaultTimeouts(&o.ProgressTimeout, &o.ConfirmTimeout)
 	if o.Log == nil {
 		o.Log = logrus.StandardLogger()
 	}
@@ -331,7 +336,7 @@ func (s *source) run(ctx context.Context) (*Summary, error) {
 		plan, err := planV2(RoleSource, s.sum.Agreed, TLSSetup{Dir: s.opts.TLSDir, Hostname: tlsHost}, hello.Host.Capabilities, s.id)
 		var applied *applied
 		if err == nil {
-			applied, err = applyPlanOn(ctx, s.q.mon, plan, s.state)
+			applied, err = applyPlan(ctx, s.q.mon, plan, s.state)
 		}
 		if err == nil {
 			st.g.noteApplied(applied, s.log)

@@ -40,12 +40,7 @@ func (q *QEMU) MigrateV1(ctx context.Context, o V1Options) (*Summary, error) {
 	if o.Log == nil {
 		o.Log = logrus.StandardLogger()
 	}
-	if o.ProgressTimeout <= 0 {
-		o.ProgressTimeout = 60 * time.Second
-	}
-	if o.ConfirmTimeout <= 0 {
-		o.ConfirmTimeout = 60 * time.Second
-	}
+	DefaultTimeouts(&o.ProgressTimeout, &o.ConfirmTimeout)
 	s := &source{q: q, id: NewMigrationID(), start: commandStart()}
 	s.log = o.Log.WithFields(logrus.Fields{"migration_id": s.id, "domain": q.Name, "peer": o.URI})
 	s.sum = Summary{MigrationID: s.id, Guest: q.Name, Protocol: "v1", Peer: o.URI}

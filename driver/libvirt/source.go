@@ -86,14 +86,7 @@ type MigrateOptions struct {
 	Log             logrus.FieldLogger
 }
 
-func (o *MigrateOptions) defaults() {
-	if o.ConfirmTimeout <= 0 {
-		o.ConfirmTimeout = 60 * time.Second
-	}
-	if o.ProgressTimeout <= 0 {
-		o.ProgressTimeout = 60 * time.Second
-	}
-}
+func (o *MigrateOptions) defaults() { driver.DefaultTimeouts(&o.ProgressTimeout, &o.ConfirmTimeout) }
 
 // AgentAddress derives the agent's address from a libvirt URI's host.
 func AgentAddress(destURI string) (string, error) {
