@@ -115,7 +115,7 @@ lint-units:
 ## and SOAK_LAB between the libvirt lab's two hosts, the dirtying guest's memory verified after
 ## each; the agents' RSS and goroutines sampled after each. Results: SOAK_OUT (JSON).
 SOAK_PLAIN   ?= 100
-SOAK_LAB     ?= 20
+SOAK_LAB     ?= 40
 SOAK_OUT     ?= $(CURDIR)/test/soak/results.json
 SOAK_TIMEOUT ?= 6h
 soak: deps guest build

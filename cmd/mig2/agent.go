@@ -18,8 +18,9 @@ import (
 	"github.com/mig2/mig2/hooks"
 )
 
-// statsOnSignal logs one line "agent: stats goroutines=N rss_kib=M" each time the agent
-// receives SIGUSR1 (the soak test samples it after every migration), until stop is called.
+// statsOnSignal logs one line "agent: stats goroutines=N rss_kib=M go_heap_kib=H" each time
+// the agent receives SIGUSR1 (the soak test samples it after every migration), until stop is
+// called. H is the Go heap in use; RSS growing while H stays flat points at C memory (libvirt).
 func statsOnSignal(ctx context.Context) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
 	sig := make(chan os.Signal, 1)
@@ -32,7 +33,9 @@ func statsOnSignal(ctx context.Context) (stop func()) {
 			case <-ctx.Done():
 				return
 			case <-sig:
-				logrus.Infof("agent: stats goroutines=%d rss_kib=%d", runtime.NumGoroutine(), rssKiB())
+				var m runtime.MemStats
+				runtime.ReadMemStats(&m)
+				logrus.Infof("agent: stats goroutines=%d rss_kib=%d go_heap_kib=%d", runtime.NumGoroutine(), rssKiB(), m.HeapInuse/1024)
 			}
 		}
 	}()

@@ -55,6 +55,7 @@ type Sample struct {
 	Agent      string  `json:"agent"`   // the receiving agent
 	RSSKiB     int64   `json:"rss_kib"` // its VmRSS from /proc/PID/status
 	Goroutines int     `json:"goroutines"`
+	GoHeapKiB  int64   `json:"go_heap_kib"` // its Go heap in use (the rest of RSS is C and runtime)
 	Error      string  `json:"error,omitempty"`
 }
 
@@ -117,7 +118,7 @@ func TestSoak(t *testing.T) {
 		res.Runs = append(res.Runs, r)
 		t.Run("plain", func(t *testing.T) { soakPlain(t, r) })
 	}
-	if n := envInt(t, "SOAK_LAB", 20); n > 0 {
+	if n := envInt(t, "SOAK_LAB", 40); n > 0 {
 		r := &Run{Name: "lab", Requested: n}
 		res.Runs = append(res.Runs, r)
 		t.Run("lab", func(t *testing.T) { soakLab(t, r) })
@@ -128,14 +129,16 @@ func TestSoak(t *testing.T) {
 func (r *Run) finish(t *testing.T, start time.Time) {
 	r.Seconds = time.Since(start).Seconds()
 	for _, agent := range r.agents() {
-		var rss, gor []string
+		var rss, heap, gor []string
 		for _, s := range r.Samples {
 			if s.Agent == agent {
 				rss = append(rss, strconv.FormatInt(s.RSSKiB, 10))
+				heap = append(heap, strconv.FormatInt(s.GoHeapKiB, 10))
 				gor = append(gor, strconv.Itoa(s.Goroutines))
 			}
 		}
 		t.Logf("%s: rss_kib %s", agent, strings.Join(rss, " "))
+		t.Logf("%s: go_heap_kib %s", agent, strings.Join(heap, " "))
 		t.Logf("%s: goroutines %s", agent, strings.Join(gor, " "))
 	}
 	t.Logf("%s: %d migrations in %.0f s, %d failed, %d integrity failures", r.Name, r.Migrations, r.Seconds, r.MigrationFailures, r.IntegrityFailures)
@@ -166,8 +169,8 @@ func (r *Run) record(t *testing.T, s *Sample) {
 	if !s.Intact {
 		r.IntegrityFailures++
 	}
-	t.Logf("#%d %s→%s exit %d in %.1fs, intact %v (%d pages, %d bad), %s rss_kib=%d goroutines=%d %s",
-		s.N, s.From, s.To, s.Exit, s.Seconds, s.Intact, s.Pages, s.BadPages, s.Agent, s.RSSKiB, s.Goroutines, s.Error)
+	t.Logf("#%d %s→%s exit %d in %.1fs, intact %v (%d pages, %d bad), %s rss_kib=%d go_heap_kib=%d goroutines=%d %s",
+		s.N, s.From, s.To, s.Exit, s.Seconds, s.Intact, s.Pages, s.BadPages, s.Agent, s.RSSKiB, s.GoHeapKiB, s.Goroutines, s.Error)
 }
 
 // verify asks the guest on console c for a full verify and fills in the sample.
@@ -234,8 +237,7 @@ func soakPlain(t *testing.T, r *Run) {
 			_ = dst.Kill()
 			verify(cur.Console(), s) // the source must still be intact
 		}
-		s.RSSKiB, s.Goroutines, err = agents[to].stats()
-		if err != nil {
+		if err := agents[to].stats(s); err != nil {
 			s.Error += " stats: " + err.Error()
 		}
 		r.record(t, s)
@@ -324,8 +326,7 @@ func soakLab(t *testing.T, r *Run) {
 			s.Error = lastLine(stderr.String())
 		}
 		verify(con, s)
-		s.RSSKiB, s.Goroutines, err = statsOf(s.Agent, agents)
-		if err != nil {
+		if err := statsOf(s, agents); err != nil {
 			s.Error += " stats: " + err.Error()
 		}
 		r.record(t, s)
@@ -498,41 +499,44 @@ func (a *agent) logText() string {
 	return string(b)
 }
 
-var statsLine = regexp.MustCompile(`agent: stats goroutines=(\d+) rss_kib=(-?\d+)`)
+var statsLine = regexp.MustCompile(`agent: stats goroutines=(\d+) rss_kib=(-?\d+)(?: go_heap_kib=(\d+))?`)
 
-// stats reads the agent's VmRSS from /proc and asks it (SIGUSR1) for its goroutine count.
-func (a *agent) stats() (rssKiB int64, goroutines int, err error) {
+// stats reads the agent's VmRSS from /proc and asks it (SIGUSR1) for its goroutine count and Go
+// heap, into s.
+func (a *agent) stats(s *Sample) error {
 	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", a.pid))
 	if err != nil {
-		return 0, 0, err
+		return err
 	}
 	for _, line := range strings.Split(string(status), "\n") {
 		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			rssKiB, _ = strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			s.RSSKiB, _ = strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
 		}
 	}
 	before := len(statsLine.FindAllString(a.logText(), -1))
 	if err := syscall.Kill(a.pid, syscall.SIGUSR1); err != nil {
-		return rssKiB, 0, err
+		return err
 	}
 	for i := 0; i < 100; i++ {
 		if m := statsLine.FindAllStringSubmatch(a.logText(), -1); len(m) > before {
-			goroutines, _ = strconv.Atoi(m[len(m)-1][1])
-			return rssKiB, goroutines, nil
+			last := m[len(m)-1]
+			s.Goroutines, _ = strconv.Atoi(last[1])
+			s.GoHeapKiB, _ = strconv.ParseInt(last[3], 10, 64)
+			return nil
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return rssKiB, 0, errors.New("no stats line within 5 s of SIGUSR1")
+	return errors.New("no stats line within 5 s of SIGUSR1")
 }
 
-// statsOf samples the agent named name among agents.
-func statsOf(name string, agents [2]*agent) (int64, int, error) {
+// statsOf samples the agent named s.Agent among agents, into s.
+func statsOf(s *Sample, agents [2]*agent) error {
 	for _, x := range agents {
-		if x.name == name {
-			return x.stats()
+		if x.name == s.Agent {
+			return x.stats(s)
 		}
 	}
-	return 0, 0, fmt.Errorf("no agent %s", name)
+	return fmt.Errorf("no agent %s", s.Agent)
 }
 
 func tail(s string, n int) string {

@@ -98,6 +98,7 @@ type SoakResults struct {
 			Seconds    float64 `json:"seconds"`
 			Agent      string  `json:"agent"`
 			RSSKiB     int64   `json:"rss_kib"`
+			GoHeapKiB  int64   `json:"go_heap_kib"`
 			Goroutines int     `json:"goroutines"`
 		} `json:"samples"`
 	} `json:"runs"`
@@ -311,8 +312,8 @@ func (r *Report) writeSoak(p func(string, ...any)) {
 	}
 	s := r.Soak
 	p("Migrations back and forth of the dirtying test guest, its memory verified through its console after\n")
-	p("every one; after each, the receiving agent's resident memory (VmRSS from /proc) and goroutine count\n")
-	p("(its SIGUSR1 stats line). Run %s to %s on `%s`.\n\n", s.Started.Format(time.RFC3339), s.Finished.Format(time.RFC3339), s.Host)
+	p("every one; after each, the receiving agent's resident memory (VmRSS from /proc), Go heap in use and\n")
+	p("goroutine count (its SIGUSR1 stats line). Run %s to %s on `%s`.\n\n", s.Started.Format(time.RFC3339), s.Finished.Format(time.RFC3339), s.Host)
 	p("| run | migrations | failed migrations | integrity failures | total time | median / max per migration |\n|---|---|---|---|---|---|\n")
 	for _, run := range s.Runs {
 		var secs []float64
@@ -323,7 +324,7 @@ func (r *Report) writeSoak(p func(string, ...any)) {
 		p("| %s | %d of %d | %d | %d | %s | %.1fs / %.1fs |\n", run.Name, run.Migrations, run.Requested, run.MigrationFailures,
 			run.IntegrityFailures, duration(time.Duration(run.Seconds*float64(time.Second))), med, mx)
 	}
-	p("\n| run | agent | samples | RSS first / last / max (MiB) | RSS trend | goroutines first / last / max | goroutine trend |\n|---|---|---|---|---|---|---|\n")
+	p("\n| run | agent | samples | RSS first / last / max (MiB) | RSS trend | Go heap max (MiB) | goroutines first / last / max | goroutine trend |\n|---|---|---|---|---|---|---|---|\n")
 	for _, run := range s.Runs {
 		byAgent := map[string][]int{}
 		var names []string
@@ -335,27 +336,39 @@ func (r *Report) writeSoak(p func(string, ...any)) {
 		}
 		sort.Strings(names)
 		for _, name := range names {
-			var rss, gor []float64
+			var rss, heap, gor []float64
 			for _, i := range byAgent[name] {
 				rss = append(rss, float64(run.Samples[i].RSSKiB))
+				heap = append(heap, float64(run.Samples[i].GoHeapKiB))
 				gor = append(gor, float64(run.Samples[i].Goroutines))
 			}
-			p("| %s | %s | %d | %.1f / %.1f / %.1f | %s | %.0f / %.0f / %.0f | %s |\n", run.Name, name, len(rss),
-				rss[0]/1024, rss[len(rss)-1]/1024, maxOf(rss)/1024, trend(rss, 0.10, 2048),
+			heapMax := "n/a" // results from before the stats line carried it
+			if maxOf(heap) > 0 {
+				heapMax = fmt.Sprintf("%.1f", maxOf(heap)/1024)
+			}
+			p("| %s | %s | %d | %.1f / %.1f / %.1f | %s | %s | %.0f / %.0f / %.0f | %s |\n", run.Name, name, len(rss),
+				rss[0]/1024, rss[len(rss)-1]/1024, maxOf(rss)/1024, trend(rss, 0.10, 2048), heapMax,
 				gor[0], gor[len(gor)-1], maxOf(gor), trend(gor, 0, 2))
 		}
 	}
-	p("\nTrend: the mean of the last quarter of samples against the first quarter; \"flat\" when it grew by at\n")
-	p("most 10%% or 2 MiB (RSS) or 2 goroutines; with fewer than 8 samples the verdict is only indicative.\n")
+	p("\nTrend: the mean of the last quarter of samples against the second quarter's (the first quarter is the\n")
+	p("agent's warm-up: its Go heap and libvirt's caches fill during its first migrations); \"flat\" when it\n")
+	p("grew by at most 10%% or 2 MiB (RSS) or 2 goroutines. With fewer than 8 samples there is no warm-up to\n")
+	p("leave out: the first quarter is the base, and the verdict is only indicative.\n")
 }
 
-// trend compares the last quarter's mean with the first quarter's.
+// trend compares the last quarter's mean with the second quarter's, after the warm-up (with
+// fewer than 8 samples, with the first quarter's).
 func trend(xs []float64, frac, abs float64) string {
 	if len(xs) < 2 {
 		return "n/a (one sample)"
 	}
 	q := max(len(xs)/4, 1)
-	early, late := mean(xs[:q]), mean(xs[len(xs)-q:])
+	base := xs[:q]
+	if len(xs) >= 8 {
+		base = xs[q : 2*q]
+	}
+	early, late := mean(base), mean(xs[len(xs)-q:])
 	growth := late - early
 	pct := ""
 	if early > 0 {

@@ -81,8 +81,8 @@ func TestWrite(t *testing.T) {
 		"| QMP hang | `TestFaultQMPHang` | **did not finish** |",
 		"| slowloris | `TestHostileSlowloris` | skip |",
 		"| plain | 4 of 4 | 0 | 0 | 1m00s | 6.5s / 8.0s |",
-		"| plain | agent-a | 2 | 20.0 / 20.0 / 20.0 | flat (+0%) | 8 / 8 / 8 | flat (+0%) |",
-		"| plain | agent-b | 2 | 20.0 / 40.0 / 40.0 | **growing** (+100%) | 8 / 20 / 20 | **growing** (+150%) |",
+		"| plain | agent-a | 2 | 20.0 / 20.0 / 20.0 | flat (+0%) | 3.0 | 8 / 8 / 8 | flat (+0%) |",
+		"| plain | agent-b | 2 | 20.0 / 40.0 / 40.0 | **growing** (+100%) | n/a | 8 / 20 / 20 | **growing** (+150%) |",
 	} {
 		if !strings.Contains(doc, want) {
 			t.Errorf("the document lacks %q:\n%s", want, doc)
@@ -94,5 +94,30 @@ func TestWrite(t *testing.T) {
 	}
 	if pass, fail, other := rep.Counts(); pass != 2 || fail != 1 || other != 2 {
 		t.Errorf("counts %d %d %d, want 2 1 2", pass, fail, other)
+	}
+}
+
+func TestTrend(t *testing.T) {
+	warmThenFlat := []float64{27000, 28000, 29000, 30500, 32000, 32100, 32000, 32200, 32100, 32000, 32200, 32100}
+	leak := []float64{27000, 28000, 29000, 30000, 31000, 32000, 33000, 34000, 35000, 36000, 37000, 38000}
+	for _, c := range []struct {
+		name string
+		xs   []float64
+		want string
+	}{
+		{"warm-up then flat", warmThenFlat, "flat"},
+		{"steady growth", leak, "**growing**"},
+		{"flat goroutines", []float64{8, 8, 8, 8, 8, 8, 8, 8}, "flat"},
+		{"growing goroutines", []float64{8, 8, 9, 10, 11, 12, 13, 14}, "**growing**"},
+		{"few samples, first quarter is the base", []float64{27000, 30000, 31000, 32000}, "**growing**"},
+		{"one sample", []float64{27000}, "n/a (one sample)"},
+	} {
+		got := trend(c.xs, 0.10, 2048)
+		if c.name == "flat goroutines" || c.name == "growing goroutines" {
+			got = trend(c.xs, 0, 2)
+		}
+		if !strings.HasPrefix(got, c.want) {
+			t.Errorf("%s: trend(%v) = %q, want %q…", c.name, c.xs, got, c.want)
+		}
 	}
 }
