@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/mig2/mig2/test/guest"
 )
 
 // describeMachine records where the run happens. Missing facts stay empty.
@@ -29,7 +31,7 @@ func describeMachine(ctx context.Context, mig2 string) Machine {
 	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
 		m.Load = strings.Join(strings.Fields(string(b))[:3], " ")
 	}
-	m.QEMU = firstLine(ctx, "qemu-system-x86_64", "--version")
+	m.QEMU = firstLine(ctx, guest.QEMUBinary(), "--version")
 	m.Libvirt = firstLine(ctx, "libvirtd", "--version")
 	m.Mig2 = firstLine(ctx, mig2, "--version")
 	return m

@@ -36,6 +36,16 @@ const (
 	maxSocketPath = 107
 )
 
+// QEMUBinary is the QEMU the tests and the bench run when Options name none: $MIG2_QEMU (for
+// another QEMU than the system's, e.g. one unpacked by scripts/qemu-backports.sh), else
+// DefaultQEMUBinary on PATH.
+func QEMUBinary() string {
+	if b := os.Getenv("MIG2_QEMU"); b != "" {
+		return b
+	}
+	return DefaultQEMUBinary
+}
+
 // Options configures one QEMU running the test guest.
 type Options struct {
 	Name         string        // used in file names and -name (default "guest")
@@ -52,7 +62,7 @@ type Options struct {
 	Machine      string        // -machine, default "q35"
 	ExtraArgs    []string      // appended to the command line, e.g. "-device", "virtio-rng-pci,id=rng0"
 	KernelArgs   []string      // appended to the kernel command line
-	QEMUBinary   string        // default qemu-system-x86_64
+	QEMUBinary   string        // default QEMUBinary(): $MIG2_QEMU, else qemu-system-x86_64
 	Log          logrus.FieldLogger
 }
 
@@ -96,7 +106,7 @@ func (o Options) withDefaults() (Options, error) {
 		o.Machine = DefaultMachine
 	}
 	if o.QEMUBinary == "" {
-		o.QEMUBinary = DefaultQEMUBinary
+		o.QEMUBinary = QEMUBinary()
 	}
 	if o.Log == nil {
 		l := logrus.New()

@@ -29,7 +29,7 @@ func Require(t testing.TB, opts Options) Image {
 	}
 	bin := opts.QEMUBinary
 	if bin == "" {
-		bin = DefaultQEMUBinary
+		bin = QEMUBinary()
 	}
 	if _, err := exec.LookPath(bin); err != nil {
 		skipOrFatal(t, errors.Join(ErrNoQEMU, err))

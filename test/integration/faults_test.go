@@ -220,7 +220,7 @@ func newNetns(t *testing.T, dir string) *netns {
 	ipCmd(t, "-n", n.name, "link", "set", n.nsIf, "up")
 	ipCmd(t, "-n", n.name, "link", "set", "lo", "up")
 	n.wrapperForQEMU = filepath.Join(dir, "qemu-in-"+n.name)
-	script := fmt.Sprintf("#!/bin/sh\nexec ip netns exec %s %s \"$@\"\n", n.name, guest.DefaultQEMUBinary)
+	script := fmt.Sprintf("#!/bin/sh\nexec ip netns exec %s %s \"$@\"\n", n.name, guest.QEMUBinary())
 	if err := os.WriteFile(n.wrapperForQEMU, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
