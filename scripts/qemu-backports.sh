@@ -7,7 +7,7 @@
 #   scripts/qemu-backports.sh [PREFIX]     (default /var/cache/mig2/qemu-backports)
 #
 # It prints the path of a qemu-system-x86_64 wrapper that runs the unpacked binary with its own
-# firmware directories first; point MIG2_QEMU at it for the tests and the bench:
+# modules and firmware directories; point MIG2_QEMU at it for the tests and the bench:
 #   MIG2_QEMU=$(scripts/qemu-backports.sh) make bench
 set -euo pipefail
 prefix=${1:-/var/cache/mig2/qemu-backports}
@@ -24,25 +24,29 @@ apt_opts=(-q -o "Dir::Etc::sourcelist=$apt_dir/sources.list" -o "Dir::Etc::sourc
   -o "Dir::State::lists=$apt_dir/lists" -o "Dir::Cache::archives=$apt_dir/archives"
   -o "APT::Get::List-Cleanup=0" -o "APT::Sandbox::User=root")
 apt-get "${apt_opts[@]}" update </dev/null >&2
-# The system emulator, its common and data files, and the firmware it wants; the libraries it
-# links are bookworm's own (scripts/deps.sh installs them with the system QEMU).
+# The system emulator, its common and data files, the firmware it wants, and every module the
+# system QEMU has too (QEMU looks for a module it lacks in the system's module directory, and
+# aborts on one from another build); the libraries they link are bookworm's own, installed with
+# the system QEMU by scripts/deps.sh.
 cd "$prefix/debs"
 rm -f ./*.deb
 apt-get "${apt_opts[@]}" download \
-  "qemu-system-x86/$suite" "qemu-system-common/$suite" "qemu-system-data/$suite" "seabios/$suite" </dev/null >&2
+  "qemu-system-x86/$suite" "qemu-system-common/$suite" "qemu-system-data/$suite" "seabios/$suite" \
+  "qemu-system-modules-opengl/$suite" "qemu-system-modules-spice/$suite" </dev/null >&2
 rm -rf "$prefix/root"
 for deb in ./*.deb; do dpkg-deb -x "$deb" "$prefix/root"; done
 bin=$prefix/root/usr/bin/qemu-system-x86_64
-if missing=$(ldd "$bin" | grep 'not found'); then
-  echo "qemu-backports: $bin lacks libraries:" >&2
+if missing=$(ldd "$bin" "$prefix"/root/usr/lib/x86_64-linux-gnu/qemu/*.so | grep -B1000 'not found'); then
+  echo "qemu-backports: the unpacked QEMU lacks libraries:" >&2
   echo "$missing" >&2
   exit 1
 fi
 mkdir -p "$prefix/bin"
 cat >"$wrapper" <<EOF
 #!/bin/sh
-# $( "$bin" --version | head -1 ), unpacked by scripts/qemu-backports.sh: its own firmware first.
-exec "$bin" -L "$prefix/root/usr/share/qemu" -L "$prefix/root/usr/share/seabios" "\$@"
+# $( "$bin" --version | head -1 ), unpacked by scripts/qemu-backports.sh: its own modules, and
+# its own firmware first (the system QEMU's would be loaded otherwise, and refused).
+QEMU_MODULE_DIR="$prefix/root/usr/lib/x86_64-linux-gnu/qemu" exec "$bin" -L "$prefix/root/usr/share/qemu" -L "$prefix/root/usr/share/seabios" "\$@"
 EOF
 chmod 755 "$wrapper"
 "$wrapper" --version >&2
