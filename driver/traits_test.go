@@ -16,8 +16,9 @@ func TestSourceTraits(t *testing.T) {
 		{"7.2.0", true, []string{v2proto.TraitCancelYank}},
 		{"7.2.0", false, nil},
 		{"5.2.0", true, nil},
-		{"9.0.0", true, []string{v2proto.TraitCancelYank, v2proto.TraitMultifdTeardown}},
-		{"10.1.2", false, []string{v2proto.TraitMultifdTeardown}},
+		// No QEMU measured so far is safe with more than two multifd channels (docs/FAULTS.md).
+		{"9.0.0", true, []string{v2proto.TraitCancelYank}},
+		{"10.0.2", false, nil},
 		{"", true, nil},
 	}
 	for _, tc := range tests {

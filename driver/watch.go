@@ -233,16 +233,15 @@ func explainMigrateRefusal(err error) error {
 // QEMU of that version; yanks says whether this source's mig2 can yank a stuck cancel (the
 // plain-QEMU path; libvirt's cannot without QMP pass-through).
 //   - cancel-yank: QMP yank came with QEMU 6.0, and cancelAndWait uses it.
-//   - multifd-teardown: QEMU 7.2 aborted, or hung its monitor, cancelling migrations with more
-//     than two multifd channels (docs/FAULTS.md); QEMU 9.0 rewrote multifd's teardown. Newer
-//     QEMUs are trusted with more channels; that trust was not measured here (7.2 only).
+//   - multifd-teardown is announced for no QEMU yet: every QEMU measured lost or wedged a
+//     source when a migration with more than two multifd channels failed (docs/FAULTS.md).
+//     QEMU 7.2 deadlocked its cancel or aborted; QEMU 10.0.2, whose multifd teardown 9.0
+//     rewrote, aborted (yank assertion) in 1 of 8 runs with the agent killed mid-migration and
+//     8 TLS channels. A QEMU earns it when such fault loops show it safe.
 func SourceTraits(qemuVersion string, yanks bool) []string {
 	var t []string
 	if yanks && qemuAtLeast(qemuVersion, 6, 0) {
 		t = append(t, v2proto.TraitCancelYank)
-	}
-	if qemuAtLeast(qemuVersion, 9, 0) {
-		t = append(t, v2proto.TraitMultifdTeardown)
 	}
 	return t
 }

@@ -204,8 +204,8 @@ const (
 	// (SPEC §4.0.1: announced, not used by version 1's rules).
 	TraitCancelYank = "cancel-yank"
 	// TraitMultifdTeardown: this source's QEMU is trusted to cancel a migration with more than
-	// two multifd channels cleanly. QEMU 7.2 is not: it aborted, or hung its monitor, in the
-	// fault tests (SPEC §6.2). Without it the auto channel count is at most 2.
+	// two multifd channels cleanly. Neither QEMU 7.2 nor 10.0.2 is: they aborted, or wedged,
+	// in the fault tests (SPEC §4.0.1, §6.2). Without it the auto channel count is at most 2.
 	TraitMultifdTeardown = "multifd-teardown"
 )
 
