@@ -7,7 +7,7 @@ FUZZTIME  ?= 60s
 INTEGRATION_TIMEOUT ?= 40m
 export CGO_ENABLED := 1
 
-.PHONY: all build deps test test-unit test-integration test-libvirt lint demo fuzz bench clean soak reliability reliability-doc
+.PHONY: all build deps test test-unit test-integration test-libvirt test-qemu-backports lint demo fuzz bench clean soak reliability reliability-doc
 
 all: build
 
@@ -52,6 +52,15 @@ test-integration: deps guest build
 test-libvirt: deps guest build
 	MIG2_BIN=$(CURDIR)/$(BIN) $(GO) test -tags integration -count=1 -p 1 -timeout $(INTEGRATION_TIMEOUT) -v \
 	  -run 'Libvirt|Lab|Hook' ./test/integration/... ./hooks/... 2>&1 | ./scripts/testsummary.sh
+
+## test-qemu-backports: the plain-QEMU fault and cancel tests on bookworm-backports' QEMU (10.0
+## when written), unpacked beside the system's by scripts/qemu-backports.sh and run through
+## MIG2_QEMU. Not part of `make test`: it downloads about 14 MB from Debian.
+QEMU_BACKPORTS_TESTS ?= ^(TestFault.*|TestCancel|TestDestinationKilled|TestMigrateSuccess|TestV1PlainQEMU)$$
+test-qemu-backports: deps guest build
+	q=$$(./scripts/qemu-backports.sh) || exit 1; echo "test-qemu-backports: $$($$q --version | head -1)"; \
+	MIG2_QEMU=$$q MIG2_BIN=$(CURDIR)/$(BIN) $(GO) test -tags integration -count=1 -p 1 \
+	  -timeout $(INTEGRATION_TIMEOUT) -v -run '$(QEMU_BACKPORTS_TESTS)' ./test/integration/ 2>&1 | ./scripts/testsummary.sh
 
 ## demo: a real guest migrated with mig2 (v2, TLS) between two local QEMUs.
 demo: deps guest build
