@@ -236,7 +236,7 @@ func explainMigrateRefusal(err error) error {
 //   - multifd-teardown is announced for no QEMU yet: every QEMU measured lost or wedged a
 //     source when a migration with more than two multifd channels failed (docs/FAULTS.md).
 //     QEMU 7.2 deadlocked its cancel or aborted; QEMU 10.0.2, whose multifd teardown 9.0
-//     rewrote, aborted (yank assertion) in 1 of 8 runs with the agent killed mid-migration and
+//     rewrote, aborted (yank assertion) in 1 of 32 runs with the agent killed mid-migration and
 //     8 TLS channels. A QEMU earns it when such fault loops show it safe.
 func SourceTraits(qemuVersion string, yanks bool) []string {
 	var t []string
