@@ -218,13 +218,24 @@ func cancelAndWait(ctx context.Context, mon qmp.Executor, limit time.Duration, l
 	}
 }
 
-// explainMigrateRefusal adds what a refused migrate means when QEMU refuses it because an
-// earlier migration never finished its cleanup: QEMU 7.2's multifd cancel deadlock leaves the
-// migration's yank instance registered for good (docs/FAULTS.md).
+// StuckMigrationNote says what a refused migration means when QEMU's words show that an
+// earlier migration of this QEMU never finished its cleanup: QEMU 7.2's multifd cancel deadlock
+// leaves the migration's yank instance registered for good (docs/FAULTS.md). It is "" for any
+// other words.
+func StuckMigrationNote(qemuWords string) string {
+	if strings.Contains(qemuWords, "duplicate yank instance") {
+		return "an earlier migration of this QEMU never finished cleaning up (QEMU 7.2's multifd cancel deadlock, docs/FAULTS.md): the guest runs, but this QEMU cannot migrate again until the guest is restarted"
+	}
+	return ""
+}
+
+// explainMigrateRefusal adds StuckMigrationNote to a migrate that QEMU refused.
 func explainMigrateRefusal(err error) error {
 	var qe *qmp.Error
-	if errors.As(err, &qe) && strings.Contains(qe.Desc, "duplicate yank instance") {
-		return fmt.Errorf("%w\n  an earlier migration of this QEMU never finished cleaning up (QEMU 7.2's multifd cancel deadlock, docs/FAULTS.md): the guest runs, but this QEMU cannot migrate again until the guest is restarted", err)
+	if errors.As(err, &qe) {
+		if note := StuckMigrationNote(qe.Desc); note != "" {
+			return fmt.Errorf("%w\n  %s", err, note)
+		}
 	}
 	return err
 }

@@ -23,6 +23,13 @@ func TestJobError(t *testing.T) {
 	if !errors.As(got, new(*driver.StallError)) || !strings.Contains(got.Error(), "no progress for 10s") || !strings.Contains(got.Error(), "client socket is closed") {
 		t.Errorf("stalled: %v", got)
 	}
+	// The source QEMU still holds an earlier migration that never finished (QEMU 7.2's multifd
+	// cancel deadlock): libvirt passes on QEMU's words, and mig2 says what they mean.
+	stuck := errors.New("internal error: unable to execute QEMU command 'migrate': duplicate yank instance")
+	got = jobError(context.Background(), nil, stuck)
+	if !strings.Contains(got.Error(), "duplicate yank instance") || !strings.Contains(got.Error(), "cannot migrate again until the guest is restarted") {
+		t.Errorf("stuck QEMU: %v", got)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	got = jobError(ctx, stalled, libvirtErr)
