@@ -322,17 +322,17 @@ func TestCancelAndWaitYanks(t *testing.T) {
 
 // A migrate refused for a yank instance left registered (QEMU 7.2's multifd cancel deadlock)
 // says what it means; other refusals pass unchanged.
-func TestExplainMigrateRefusal(t *testing.T) {
+func TestExplainStuckMigration(t *testing.T) {
 	stale := &qmp.Error{Class: qmp.ClassGenericError, Desc: "duplicate yank instance", Command: "migrate"}
-	err := explainMigrateRefusal(stale)
+	err := ExplainStuckMigration(stale)
 	if !errors.Is(err, stale) || !strings.Contains(err.Error(), "cannot migrate again until the guest is restarted") {
 		t.Errorf("stale yank instance: %v", err)
 	}
 	other := &qmp.Error{Class: qmp.ClassGenericError, Desc: "There's a migration process in progress", Command: "migrate"}
-	if err := explainMigrateRefusal(other); err != error(other) {
+	if err := ExplainStuckMigration(other); err != error(other) {
 		t.Errorf("other refusal changed: %v", err)
 	}
-	if explainMigrateRefusal(nil) != nil {
+	if ExplainStuckMigration(nil) != nil {
 		t.Error("nil became an error")
 	}
 }

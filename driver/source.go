@@ -376,7 +376,7 @@ func (s *source) run(ctx context.Context) (*Summary, error) {
 		return nil, s.failed("start", errors.Join(err, applied.restore(context.WithoutCancel(ctx), s.q.mon)), "")
 	}
 	s.sum.Preflight.Total = time.Since(s.start)
-	if err := explainMigrateRefusal(qmp.Migrate(ctx, s.q.mon, ready.MigrationURI)); err != nil {
+	if err := ExplainStuckMigration(qmp.Migrate(ctx, s.q.mon, ready.MigrationURI)); err != nil {
 		_ = sess.Abort(context.WithoutCancel(ctx), v2proto.AbortSourceFailed, "the source QEMU refused migrate: "+err.Error())
 		return nil, s.failed("migrate", errors.Join(err, applied.restore(context.WithoutCancel(ctx), s.q.mon)), "")
 	}

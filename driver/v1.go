@@ -98,7 +98,7 @@ func (q *QEMU) MigrateV1(ctx context.Context, o V1Options) (*Summary, error) {
 	if err != nil {
 		return nil, s.failed("apply", err, "")
 	}
-	if err := explainMigrateRefusal(qmp.Migrate(ctx, q.mon, o.URI)); err != nil {
+	if err := ExplainStuckMigration(qmp.Migrate(ctx, q.mon, o.URI)); err != nil {
 		return nil, s.failed("migrate", errors.Join(err, srcApplied.restore(context.WithoutCancel(ctx), q.mon)), "")
 	}
 	s.log.WithField("stage", "run").Infof("driver: v1 migration to %s", o.URI)

@@ -2,7 +2,6 @@ package driver
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -218,31 +217,21 @@ func cancelAndWait(ctx context.Context, mon qmp.Executor, limit time.Duration, l
 	}
 }
 
-// StuckMigrationNote says what a refused migration means when QEMU's words show that an
-// earlier migration of this QEMU never finished its cleanup: QEMU 7.2's multifd cancel deadlock
-// leaves the migration's yank instance registered for good (docs/FAULTS.md). It is "" for any
-// other words.
-func StuckMigrationNote(qemuWords string) string {
-	if strings.Contains(qemuWords, "duplicate yank instance") {
-		return "an earlier migration of this QEMU never finished cleaning up (QEMU 7.2's multifd cancel deadlock, docs/FAULTS.md): the guest runs, but this QEMU cannot migrate again until the guest is restarted"
-	}
-	return ""
-}
-
-// explainMigrateRefusal adds StuckMigrationNote to a migrate that QEMU refused.
-func explainMigrateRefusal(err error) error {
-	var qe *qmp.Error
-	if errors.As(err, &qe) {
-		if note := StuckMigrationNote(qe.Desc); note != "" {
-			return fmt.Errorf("%w\n  %s", err, note)
-		}
+// ExplainStuckMigration adds what a refused migration means when QEMU's words (however they
+// reached mig2: a QMP error, or libvirt passing them on) show that an earlier migration of this
+// QEMU never finished its cleanup: QEMU 7.2's multifd cancel deadlock leaves the migration's
+// yank instance registered for good (docs/FAULTS.md). Any other error is returned as it is.
+func ExplainStuckMigration(err error) error {
+	if err != nil && strings.Contains(err.Error(), "duplicate yank instance") {
+		return fmt.Errorf("%w\n  an earlier migration of this QEMU never finished cleaning up (QEMU 7.2's multifd cancel deadlock, docs/FAULTS.md): the guest runs, but this QEMU cannot migrate again until the guest is restarted", err)
 	}
 	return err
 }
 
 // SourceTraits are the traits a source announces in Hello besides its QEMU's (SPEC §4.0.1) for a
-// QEMU of that version; yanks says whether this source's mig2 can yank a stuck cancel (the
-// plain-QEMU path; libvirt's cannot without QMP pass-through).
+// QEMU of that version; yanks says whether this source's mig2 can be relied on to yank a stuck
+// cancel (the plain-QEMU path; libvirt's yank goes through QMP pass-through, which libvirtd may
+// hold back, so it is best effort and not announced).
 //   - cancel-yank: QMP yank came with QEMU 6.0, and cancelAndWait uses it.
 //   - multifd-teardown is announced for no QEMU yet: every QEMU measured lost or wedged a
 //     source when a migration with more than two multifd channels failed (docs/FAULTS.md).

@@ -535,10 +535,7 @@ func (s *Source) failed(stage string, err error, dest string) error {
 // jobError is the error of a failed MigrateToURI3, saying first why mig2 aborted the job, if it
 // did, and what a QEMU that can no longer migrate means.
 func jobError(ctx context.Context, stalled *driver.StallError, err error) error {
-	err = plainLibvirtError(err)
-	if note := driver.StuckMigrationNote(err.Error()); note != "" {
-		err = fmt.Errorf("%w\n  %s", err, note)
-	}
+	err = driver.ExplainStuckMigration(plainLibvirtError(err))
 	switch {
 	case ctx.Err() != nil:
 		return fmt.Errorf("libvirt: %w (%v)", ctx.Err(), err)
